@@ -1,0 +1,20 @@
+"""Model families. Each is networks + loss + sampler; see base.py for the contract.
+
+FAMILIES maps the `family:` key of a config to its Family object. Add a line per family.
+"""
+
+from __future__ import annotations
+
+from facegen.families.base import Built, Family, Generator, Phase
+from facegen.utils import FacegenError
+
+FAMILIES: dict[str, Family] = {}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise FacegenError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+__all__ = ["Built", "Family", "Generator", "Phase", "FAMILIES", "get_family"]

@@ -1,0 +1,82 @@
+"""What a family is: its networks, its loss and its sampler, and nothing else (STYLE G1).
+
+The one training loop (facegen/train.py) knows nothing family-specific. It receives a
+`Built` from `Family.build`, runs its phases, keeps EMA copies of the nets named in
+`Built.ema`, checkpoints every net and optimizer, and at the end calls `Family.export` with
+the EMA weights swapped in. Sampling, evaluation and serving only ever see a `Generator`
+loaded from the exported folder (RUN/model/).
+
+A diffusion family has one phase ("main"). A GAN has two ("D" then "G"); WGAN's critic
+repeats (`Phase.repeats = n_critic`) and clips its weights in `Phase.after_step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Phase:
+    name: str                                   # "main", "D", "G", ...
+    nets: list[str]                             # keys of Built.nets whose parameters this phase trains
+    optimizer: torch.optim.Optimizer
+    repeats: int = 1                            # runs per training step (n_critic for WGAN's "D")
+    grad_clip: float | None = None              # max grad norm; None = the config's value
+    after_step: Callable[[], None] | None = None  # e.g. WGAN weight clipping, after optimizer.step()
+
+
+class Loss(Protocol):
+    def __call__(self, phase: str, nets: dict[str, nn.Module], images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """One phase's objective on a batch of real images (B, 3, H, W) in [-1, 1].
+
+        Returns the loss to backpropagate (per-sample (B,) or a scalar; the loop takes the
+        mean) and a dict of scalars to log (e.g. {"loss_D": .., "gp": ..}). The loss draws
+        its own timesteps and noise from torch's global RNG, which the loop seeds,
+        checkpoints and restores, so a resumed run continues the exact trajectory.
+        """
+
+
+@dataclass
+class Built:
+    nets: dict[str, nn.Module]                  # every trained net, checkpointed by name
+    phases: list[Phase]
+    loss: Loss
+    ema: list[str] = field(default_factory=list)  # nets that get an EMA copy (exported instead of the raw weights)
+    frozen: dict[str, nn.Module] = field(default_factory=dict)  # used but never trained (VAE, text encoder)
+
+
+class Generator(Protocol):
+    """A trained model ready to make faces. Image k depends only on seed k (STYLE G9)."""
+
+    name: str
+    family: str
+    resolution: int
+
+    def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The starting point of each seed (z for a GAN, x_T for diffusion), one torch.Generator per seed."""
+
+    def decode(self, noise: torch.Tensor, seeds: Sequence[int], **options: Any) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] from `noise`. Stochastic samplers draw their
+        per-step noise from generators seeded by `seeds`, so results never depend on the
+        batch a seed lands in. Options: sampler, steps, guidance_scale, ..."""
+
+    def info(self) -> dict:
+        """Name, family, resolution, sampler and steps defaults, device: for /info and reports."""
+
+
+class Family(Protocol):
+    name: str
+
+    def build(self, cfg: dict, resolution: int) -> Built:
+        """Networks, optimizers (one per phase) and loss from the resolved config."""
+
+    def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
+        """Write the diffusers-loadable snapshot (EMA weights already swapped in) to out_dir."""
+
+    def load_generator(self, model_dir: Path, device: torch.device | str = "cpu") -> Generator:
+        """Load what `export` wrote."""

@@ -1,0 +1,156 @@
+"""Small helpers shared by every part of facegen: user errors, atomic writes, seeds, grids.
+
+Shared helpers live here and nowhere else (STYLE G12): no per-module copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+class FacegenError(Exception):
+    """A user mistake (bad path, bad option, missing file).
+
+    The CLI prints the message as one line and exits with status 2, no traceback. The
+    message names the file and says how to fix it.
+    """
+
+
+# ----------------------------------------------------------------------------------------
+# Atomic writes: a reader sees the old file/folder or the new one, never half of one.
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success rename it to `final`.
+
+    On any exception (Ctrl-C included) the temporary folder is removed and `final` is
+    untouched, so an interrupted job never leaves half a store, checkpoint or export.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            if not overwrite:
+                raise FacegenError(f"{final} already exists; pass --overwrite to replace it")
+            # Move the old one aside first so the swap is two renames, not a slow delete.
+            old = final.with_name(f".{final.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------
+# Seeds: every image is addressed by an integer seed (STYLE G9).
+
+
+def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
+    """'0-3,10' -> [0, 1, 2, 3, 10]. Accepts an int or a list as they are."""
+    if isinstance(text, int):
+        return [text]
+    if not isinstance(text, str):
+        return [int(s) for s in text]
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        except ValueError:
+            raise FacegenError(f"bad seed list {text!r}: use non-negative integers and ranges such as 0-99,200") from None
+    return seeds
+
+
+# ----------------------------------------------------------------------------------------
+# Pictures.
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 images (N, H, W, C) into one uint8 picture, `nrow` images per row."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"expected (N, H, W, C) images, got shape {images.shape}")
+    n, h, w, c = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    ncol = int(np.ceil(n / nrow))
+    grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), pad_value, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Save a uint8 (H, W, 3) array as PNG, atomically."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def to_uint8(x) -> np.ndarray:
+    """Model output in [-1, 1], torch (N, C, H, W) -> uint8 numpy (N, H, W, C)."""
+    import torch
+
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
