@@ -19,6 +19,14 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from facegen.utils import FacegenError
+
+
+class Diverged(FacegenError):
+    """Training has diverged (e.g. a GAN critic loss past its bound). A loss raises it before
+    backward; the loop treats it like a NaN loss: it stops with this message and keeps the
+    last good checkpoint."""
+
 
 @dataclass
 class Phase:
