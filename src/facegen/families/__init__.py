@@ -10,6 +10,10 @@ from facegen.utils import FacegenError
 
 FAMILIES: dict[str, Family] = {}
 
+from facegen.families import gan as _gan  # noqa: E402  (after FAMILIES: a family may import this package)
+
+FAMILIES["gan"] = _gan.FAMILY
+
 
 def get_family(name: str) -> Family:
     if name not in FAMILIES:

@@ -1,0 +1,120 @@
+"""The GAN family: DCGAN, L2-regularised GAN, WGAN (clipping), WGAN-GP, and the modern
+stabilisers (hinge loss, spectral norm, R1, DiffAugment; EMA of G comes from the loop) as
+options of one family.
+
+Config: the `gan:` section of a run config fills `GanOptions` below. Training runs the
+shared loop with two phases, "D" (repeated n_critic times, WGAN weight clipping after each
+step) then "G". The export (RUN/model/) holds only the EMA generator: generator.safetensors
+plus config.json with everything needed to rebuild it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from facegen.families.base import Built, Phase
+from facegen.families.gan.augment import diff_augment
+from facegen.families.gan.loss import GanLoss, clip_weights
+from facegen.families.gan.networks import Discriminator, Generator
+from facegen.families.gan.sampler import GanGenerator
+from facegen.utils import FacegenError, atomic_write_json
+
+WEIGHTS, CONFIG = "generator.safetensors", "config.json"
+
+
+@dataclass(frozen=True)
+class GanOptions:
+    objective: str = "nonsaturating"   # "nonsaturating" (DCGAN), "wgan" or "hinge"
+    z_dim: int = 200                  # latent length
+    g_channels: int = 256             # G channels at 4x4, halved per upsampling block
+    g_min_channels: int = 16          # floor of G's halving
+    g_norm: str = "batch"             # G norm: "batch", "layer" or "none"
+    g_output: str = "tanh"            # "tanh" or "sigmoid" (rescaled to [-1, 1])
+    d_channels: int = 32              # D channels after its first conv, doubled per block
+    d_max_channels: int = 512         # ceiling of D's doubling
+    d_norm: str = "batch"             # D norm: "batch" (DCGAN), "layer" (WGAN-GP) or "none"
+    spectral_norm: bool = False       # spectral normalisation on every D layer
+    optimizer: str = "adam"           # "adam" or "rmsprop" (WGAN with clipping)
+    g_lr: float = 2e-4                # generator learning rate
+    d_lr: float = 2e-4                # discriminator/critic learning rate
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
+    n_critic: int = 1                 # D steps per G step
+    clip: float | None = None         # WGAN weight clipping bound; None = no clipping
+    gp_lambda: float = 0.0            # WGAN-GP gradient penalty weight; 0 = off
+    r1_gamma: float = 0.0             # R1 penalty weight; 0 = off
+    l2_lambda: float = 0.0            # L2 weight penalty on G and D; 0 = off
+    augment: list[str] = field(default_factory=list)  # DiffAugment policy, e.g. [color, translation, cutout]
+    diverge_above: float | None = None  # stop when |loss_D| exceeds this; None = no bound
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "GanOptions":
+        section = dict(cfg.get("gan") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FacegenError(f"unknown gan option(s) {', '.join(unknown)} in the config; known: {', '.join(sorted(known))}")
+        if "betas" in section:
+            section["betas"] = tuple(section["betas"])
+        return cls(**section)
+
+    def generator_kwargs(self, resolution: int) -> dict:
+        return dict(resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
+                    norm=self.g_norm, output=self.g_output)
+
+
+class GanFamily:
+    name = "gan"
+
+    def build(self, cfg: dict, resolution: int) -> Built:
+        o = GanOptions.from_config(cfg)
+        try:
+            G = Generator(**o.generator_kwargs(resolution))
+            D = Discriminator(resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
+            loss = GanLoss(o.objective, o.z_dim, o.gp_lambda, o.r1_gamma, o.l2_lambda,
+                           diff_augment(o.augment) if o.augment else None, o.diverge_above)
+        except ValueError as e:
+            raise FacegenError(f"gan config: {e}") from None
+        phases = [
+            Phase("D", ["D"], self._optimizer(o, D.parameters(), o.d_lr), repeats=o.n_critic,
+                  after_step=clip_weights(D, o.clip) if o.clip else None),
+            Phase("G", ["G"], self._optimizer(o, G.parameters(), o.g_lr)),
+        ]
+        return Built(nets={"G": G, "D": D}, phases=phases, loss=loss, ema=["G"])
+
+    @staticmethod
+    def _optimizer(o: GanOptions, params, lr: float) -> torch.optim.Optimizer:
+        if o.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=o.betas)
+        if o.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        raise FacegenError(f"gan config: unknown optimizer {o.optimizer!r}; use adam or rmsprop")
+
+    def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        o, G = GanOptions.from_config(cfg), built.nets["G"]
+        resolution = G.resolution
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}, out_dir / WEIGHTS)
+        atomic_write_json(out_dir / CONFIG, {"family": self.name, "name": cfg.get("name", "gan"), "resolution": resolution,
+                                             "generator": o.generator_kwargs(resolution)})
+
+    def load_generator(self, model_dir: Path, device: torch.device | str = "cpu") -> GanGenerator:
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        if not (model_dir / CONFIG).is_file() or not (model_dir / WEIGHTS).is_file():
+            raise FacegenError(f"{model_dir}: not an exported GAN (needs {CONFIG} and {WEIGHTS}); train a run or pass its model/ folder")
+        meta = json.loads((model_dir / CONFIG).read_text())
+        G = Generator(**meta["generator"])
+        G.load_state_dict(load_file(model_dir / WEIGHTS))
+        return GanGenerator(G, meta.get("name", "gan"), meta["resolution"], device)
+
+
+FAMILY = GanFamily()
