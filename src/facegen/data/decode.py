@@ -1,0 +1,56 @@
+"""Photo file bytes -> uint8 RGB (H, W, 3), whatever the file's mode; Skip when unusable.
+
+Every kind of bad input becomes a Skip with a reason, never a crash: empty files,
+non-images, corrupt or truncated JPEGs. Unusual modes are converted with care: alpha is
+composited on white (its hidden colour is often garbage), 16-bit is scaled (not clipped),
+and the EXIF orientation is applied so a phone photo stands upright.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from facegen.data.transforms import Skip
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Decode one photo file to uint8 (H, W, 3), upright."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise Skip("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decodes now: truncated/corrupt data fails here, not later
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except UnidentifiedImageError:
+        raise Skip("not an image (unrecognised file format)") from None
+    except Image.DecompressionBombError as e:
+        raise Skip(f"image too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise Skip(f"corrupt or truncated image ({e})") from None
+
+
+def to_rgb(img) -> np.ndarray:
+    """A decoded PIL image of any mode -> uint8 (H, W, 3)."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit grey (PNG/TIFF): scale 0..65535 to 0..255; convert("L") would clip at 255.
+        grey = np.asarray(img, dtype=np.float64)
+        if img.mode == "I" and grey.max() <= 255:
+            grey = grey * 257  # a 32-bit container holding 8-bit values
+        grey = np.clip(np.round(grey / 257), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.clip(np.round(np.asarray(img)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if {"A", "a"} & set(img.getbands()) or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    # RGB, L, 1, P, CMYK (PIL undoes Adobe's inverted CMYK itself), YCbCr, ...
+    return np.asarray(img.convert("RGB"))

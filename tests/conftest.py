@@ -1,0 +1,49 @@
+"""Shared fixtures: the real face folders of ../shared/data and small stores made from them.
+
+The stores are built once per test session (a second or two each) in a temporary folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir() or not any(path.iterdir()):
+        pytest.skip(f"real faces not found at {path} (place the {name} folder there to run this test)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def celeba_dir() -> Path:
+    """10,000 CelebA aligned JPEGs at 89x109 (half size)."""
+    return _shared("celeba-10k")
+
+
+@pytest.fixture(scope="session")
+def utk_dir() -> Path:
+    """23,707 UTKFace aligned JPEGs at 200x200."""
+    return _shared("utkface")
+
+
+@pytest.fixture(scope="session")
+def celeba_store32(celeba_dir, tmp_path_factory):
+    """The first 512 CelebA faces at 32x32 (CelebA crop): 448 train + 64 holdout."""
+    from facegen.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("stores") / "celeba32"
+    return prepare(celeba_dir, out, size=32, crop="celeba", holdout=64, limit=512, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def celeba_store64(celeba_dir, tmp_path_factory):
+    """The first 256 CelebA faces at 64x64 (CelebA crop): 224 train + 32 holdout."""
+    from facegen.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("stores") / "celeba64"
+    return prepare(celeba_dir, out, size=64, crop="celeba", holdout=32, limit=256, workers=1, progress=False)
