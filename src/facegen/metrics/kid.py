@@ -1,0 +1,49 @@
+"""Kernel Inception Distance (Binkowski et al. 2018) on feature arrays: pure numpy.
+
+KID is the unbiased estimate of the squared MMD with the cubic polynomial kernel
+k(x, y) = (x.y / d + 1)^3, averaged over random subsets (as in stylegan2-ada and
+clean-fid). Unlike FID it has no bias at small sample counts, so it is the metric to
+use below 2,048 samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(x.y / d + 1)^3 for rows of x (n, d) and y (m, d) -> (n, m)."""
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased squared MMD between samples x (m, d) and y (n, d): the kernel diagonals
+    (a point compared with itself) are left out of the within-set means."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    m, n = len(x), len(y)
+    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def kernel_distance(
+    features_a: np.ndarray,      # (n_a, d)
+    features_b: np.ndarray,      # (n_b, d)
+    subsets: int = 100,          # random subsets averaged
+    max_subset_size: int = 1000,  # subset size = min(n_a, n_b, this)
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID: mean and standard deviation of the unbiased MMD^2 over random subsets."""
+    size = min(len(features_a), len(features_b), max_subset_size)
+    if size < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {len(features_a)} and {len(features_b)}")
+    rng = np.random.default_rng(seed)
+    values = [
+        mmd2_unbiased(
+            features_a[rng.choice(len(features_a), size, replace=False)],
+            features_b[rng.choice(len(features_b), size, replace=False)],
+        )
+        for _ in range(subsets)
+    ]
+    return float(np.mean(values)), float(np.std(values))
