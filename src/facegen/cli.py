@@ -40,6 +40,29 @@ app.add_typer(data_app, name="data")
 # ---- serve -----------------------------------------------------------------------------
 
 
+@app.command("serve")
+def serve_command(
+    run: Optional[Path] = typer.Argument(None, help="Run folder (or its model/) to serve; omitted = the embedded default model."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 makes the page reachable from other machines."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    steps: Optional[int] = typer.Option(None, min=1, max=1000, help="Sampler steps per face (fewer = faster); default: the model's."),
+    sampler: Optional[str] = typer.Option(None, help="Diffusion sampler (ddpm, ddim, dpm++, unipc); default: the model's."),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, max=256, help="Most faces generated together in one batch."),
+    window_ms: float = typer.Option(10.0, "--window-ms", min=0, max=1000, help="How long a request waits for others to share its batch."),
+    queue: int = typer.Option(64, min=1, max=10000, help="Most waiting requests; beyond it the server answers 503 with Retry-After."),
+) -> None:
+    """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
+
+    Examples:
+      facegen serve                          # the embedded default model on http://127.0.0.1:8000/
+      facegen serve runs/00003-ddpm --steps 25 --sampler ddim
+      facegen serve runs/00004-gan --host 0.0.0.0 --port 8080 --max-batch 32
+    """
+    from facegen.serve.server import serve
+
+    serve(run, host=host, port=port, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue)
+
+
 # ---- demo ------------------------------------------------------------------------------
 
 

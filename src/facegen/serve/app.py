@@ -1,0 +1,208 @@
+"""The web app: a page with one large face, and the small API behind it.
+
+    GET /                       the page (a new face on every load; /?seed=N shows face N)
+    GET /face.png?seed=N&size=S one face as PNG; the same seed always gives the same bytes
+    GET /morph.gif?from=A&to=B&frames=K&size=S   a looping walk from face A to face B
+    GET /info                   model, family, sampler, steps, device, batching figures
+    GET /healthz                {"status": "ok"}
+
+All generation goes through `facegen.sample` (STYLE G9) inside one worker thread that
+coalesces concurrent requests into batches (batcher.py). Bad input gets a 4xx JSON error.
+The server never opens a file named by a request: the page's three files are read from
+the package once, at start-up, and served from memory under fixed routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Hashable
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from facegen.serve import generate as sample
+from facegen.families.base import Generator
+from facegen.serve.batcher import MicroBatcher, QueueFull
+from facegen.serve.encode import gif_bytes, png_bytes
+
+MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws and any RNG accepts
+MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
+MAX_FRAMES = 48               # frames per morph; each costs a full sample
+IMMUTABLE = "public, max-age=31536000, immutable"
+STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+
+class LRUCache:
+    """Encoded images by request key, least recently used dropped first. Event-loop only."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def create_app(
+    generator: Generator,
+    steps: int | None = None,                       # sampler steps per face; None = the model's default
+    sampler: str | None = None,                     # sampler name (diffusion); None = the model's default
+    max_batch: int = 8,                             # most faces generated in one batch
+    window_ms: float = 10.0,                        # how long a request waits for others to batch with
+    queue_size: int = 64,                           # most requests waiting; beyond it: 503 + Retry-After
+    cache_size: int = 512,                          # encoded images kept in memory (LRU); 0 = no cache
+) -> FastAPI:
+    """The FastAPI app serving `generator`. Generation starts in a worker thread at once."""
+    options = {k: v for k, v in {"sampler": sampler, "steps": steps}.items() if v is not None}
+    model_info = {**generator.info(), **options}
+    # The model's identity goes into every ETag and image URL, so serving another model on
+    # the same address never shows a face cached from the previous one.
+    model_tag = hashlib.sha256(json.dumps(model_info, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    page = _page(model_info, model_tag)
+    static = {name: resources.files("facegen.serve").joinpath("static", name).read_bytes() for name in STATIC}
+    cache = LRUCache(cache_size)
+
+    def handle(key: tuple, payloads: list[Any]) -> list[bytes]:
+        """Runs in the batcher's thread: one batch of faces, or one morph."""
+        kind, size = key[0], key[1]
+        if kind == "face":
+            images = sample.generate(generator, payloads, **options)        # (N, H, W, 3) uint8
+            return [png_bytes(image, size) for image in images]
+        frames = key[2]
+        return [gif_bytes(sample.morph(generator, a, b, frames, **options), size) for a, b in payloads]
+
+    batcher = MicroBatcher(handle, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="facegen", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.cache = batcher, cache
+    _add_error_handlers(app)
+
+    async def image(request: Request, key: tuple, payload: Any, media_type: str, seeded: bool) -> Response:
+        """Answer from the cache, or queue the work; 304 when the browser already has it."""
+        etag = f'"{model_tag}-' + hashlib.sha256(repr((key, payload)).encode()).hexdigest()[:16] + '"'
+        headers = {"Cache-Control": IMMUTABLE, "ETag": etag} if seeded else {"Cache-Control": "no-store"}
+        if seeded and etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        body = cache.get((key, payload))
+        if body is None:
+            try:
+                body = await batcher.submit(key, payload)
+            except QueueFull:
+                return _error(503, "the server is busy; retry in a moment", {"Retry-After": "1"})
+            cache.put((key, payload), body)
+        return Response(body, media_type=media_type, headers=headers)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}")
+    async def static_file(name: str) -> Response:
+        if name not in STATIC:  # a fixed set served from memory: no path ever reaches the disk
+            return _error(404, f"no such file: /static/{name}")
+        return Response(static[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/face.png")
+    async def face(
+        request: Request,
+        seed: int | None = Query(None, ge=0, le=MAX_SEED, description="which face; omitted = a random one"),
+        size: int | None = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="pixels per side; omitted = the model's"),
+    ) -> Response:
+        seeded = seed is not None
+        seed = seed if seeded else secrets.randbelow(MAX_SEED + 1)
+        response = await image(request, ("face", size or generator.resolution), seed, "image/png", seeded)
+        response.headers["X-Seed"] = str(seed)
+        return response
+
+    @app.get("/morph.gif")
+    async def morph(
+        request: Request,
+        seed_from: int = Query(..., alias="from", ge=0, le=MAX_SEED, description="the first face's seed"),
+        seed_to: int = Query(..., alias="to", ge=0, le=MAX_SEED, description="the last face's seed"),
+        frames: int = Query(12, ge=2, le=MAX_FRAMES, description="faces along the way, both ends included"),
+        size: int | None = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="pixels per side; omitted = the model's"),
+    ) -> Response:
+        key = ("morph", size or generator.resolution, frames)
+        return await image(request, key, (seed_from, seed_to), "image/gif", seeded=True)
+
+    @app.get("/info")
+    async def info() -> dict:
+        stats = batcher.stats
+        return {
+            **model_info,
+            "model_tag": model_tag,
+            "serving": {"max_batch": max_batch, "window_ms": window_ms, "queue_size": queue_size, "queued": batcher.pending,
+                        "cache_size": cache_size, "cached": len(cache), "batches": stats.batches, "images": stats.items,
+                        "largest_batch": stats.largest},
+        }
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def _page(model_info: dict, model_tag: str) -> str:
+    """index.html with the model's facts filled in (escaped: a model name is not trusted HTML)."""
+    import html
+
+    template = resources.files("facegen.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+    facts = {"model": model_info.get("name", "model"), "family": model_info.get("family", ""),
+             "sampler": model_info.get("sampler", ""), "steps": model_info.get("steps", ""),
+             "resolution": model_info.get("resolution", ""), "tag": model_tag}
+    for key, value in facts.items():
+        template = template.replace("{{" + key + "}}", html.escape(str(value), quote=True))
+    return template
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON with one readable line; nothing a client sends produces a 500."""
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(part) for part in e.get("loc", ())[1:]) or "request"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "; ".join(problems))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = f"no such page: {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"generation failed: {type(exc).__name__}")
+
