@@ -49,7 +49,7 @@ def test_unsupported_resolution_is_a_clear_error():
     with pytest.raises(ValueError, match="4\\*2\\^k"):
         upsample_factors(80)
     with pytest.raises(FacegenError, match="gan config"):
-        FAMILY.build({"gan": SMALL}, 80)
+        FAMILY.build({"model": SMALL}, 80)
 
 
 def test_sigmoid_output_is_rescaled_to_data_range():
@@ -122,7 +122,7 @@ def test_weight_clipping_bounds_every_parameter():
 
 
 def test_loss_per_phase_shapes_logs_and_divergence_guard():
-    built = FAMILY.build({"gan": {**SMALL, "gp_lambda": 10.0, "objective": "wgan", "d_norm": "layer"}}, 32)
+    built = FAMILY.build({"model": {**SMALL, "gp_lambda": 10.0, "objective": "wgan", "d_norm": "layer"}}, 32)
     images = torch.rand(3, 3, 32, 32) * 2 - 1
     loss_d, logs_d = built.loss("D", built.nets, images)
     loss_g, logs_g = built.loss("G", built.nets, images)
@@ -134,7 +134,7 @@ def test_loss_per_phase_shapes_logs_and_divergence_guard():
 
 
 def test_l2_and_r1_and_augment_appear_in_logs():
-    built = FAMILY.build({"gan": {**SMALL, "objective": "hinge", "spectral_norm": True, "r1_gamma": 1.0, "l2_lambda": 0.02,
+    built = FAMILY.build({"model": {**SMALL, "objective": "hinge", "spectral_norm": True, "r1_gamma": 1.0, "l2_lambda": 0.02,
                                   "augment": ["color", "translation", "cutout"]}}, 32)
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     _, logs_d = built.loss("D", built.nets, images)
@@ -144,17 +144,18 @@ def test_l2_and_r1_and_augment_appear_in_logs():
 
 
 def test_phases_follow_the_recipes():
-    wgan = FAMILY.build({"gan": {**SMALL, "objective": "wgan", "optimizer": "rmsprop", "g_lr": 1e-4, "d_lr": 1e-4, "n_critic": 5, "clip": 0.01}}, 32)
+    wgan = FAMILY.build({"model": {**SMALL, "objective": "wgan", "optimizer": "rmsprop", "g_lr": 1e-4, "d_lr": 1e-4, "n_critic": 5, "clip": 0.01}}, 32)
     d, g = wgan.phases
     assert (d.name, d.nets, d.repeats, g.name, g.nets) == ("D", ["D"], 5, "G", ["G"])
     assert isinstance(d.optimizer, torch.optim.RMSprop) and d.after_step is not None and wgan.ema == ["G"]
-    gp = FAMILY.build({"gan": {**SMALL, "betas": [0.0, 0.9], "g_lr": 1e-4}}, 32)
+    gp = FAMILY.build({"adam_betas": [0.0, 0.9], "lr": 3e-4, "model": {**SMALL, "g_lr": 1e-4}}, 32)
     assert gp.phases[1].optimizer.defaults["betas"] == (0.0, 0.9) and gp.phases[0].after_step is None
+    assert gp.phases[1].optimizer.defaults["lr"] == 1e-4 and gp.phases[0].optimizer.defaults["lr"] == 3e-4
 
 
 def test_unknown_option_is_a_one_line_error():
-    with pytest.raises(FacegenError, match="unknown gan option.*lamda"):
-        GanOptions.from_config({"gan": {"lamda": 10}})
+    with pytest.raises(FacegenError, match="unknown model key.*lamda"):
+        GanOptions.from_config({"model": {"lamda": 10}})
     assert get_family("gan") is FAMILY
 
 
@@ -215,7 +216,7 @@ def test_slerp_keeps_the_norm_between_orthogonal_vectors():
 
 
 def test_export_then_load_gives_identical_faces(tmp_path):
-    cfg = {"name": "tiny", "gan": {**SMALL, "z_dim": 16}}
+    cfg = {"name": "tiny", "model": {**SMALL, "z_dim": 16}}
     built = FAMILY.build(cfg, 32)
     built.nets["G"].train()(torch.randn(4, 16))
     FAMILY.export(built, cfg, tmp_path / "model")

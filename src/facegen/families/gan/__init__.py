@@ -2,7 +2,9 @@
 stabilisers (hinge loss, spectral norm, R1, DiffAugment; EMA of G comes from the loop) as
 options of one family.
 
-Config: the `gan:` section of a run config fills `GanOptions` below. Training runs the
+Config: the `model:` section of a run config fills `GanOptions` below (the family's
+`model_defaults`); the common `lr`, `adam_betas` and `weight_decay` set both optimizers
+unless `model.g_lr` / `model.d_lr` say otherwise. Training runs the
 shared loop with two phases, "D" (repeated n_critic times, WGAN weight clipping after each
 step) then "G". The export (RUN/model/) holds only the EMA generator: generator.safetensors
 plus config.json with everything needed to rebuild it.
@@ -40,9 +42,8 @@ class GanOptions:
     d_norm: str = "batch"             # D norm: "batch" (DCGAN), "layer" (WGAN-GP) or "none"
     spectral_norm: bool = False       # spectral normalisation on every D layer
     optimizer: str = "adam"           # "adam" or "rmsprop" (WGAN with clipping)
-    g_lr: float = 2e-4                # generator learning rate
-    d_lr: float = 2e-4                # discriminator/critic learning rate
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
+    g_lr: float | None = None         # generator learning rate; None = the config's lr
+    d_lr: float | None = None         # discriminator/critic learning rate; None = the config's lr
     n_critic: int = 1                 # D steps per G step
     clip: float | None = None         # WGAN weight clipping bound; None = no clipping
     gp_lambda: float = 0.0            # WGAN-GP gradient penalty weight; 0 = off
@@ -53,13 +54,11 @@ class GanOptions:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GanOptions":
-        section = dict(cfg.get("gan") or {})
+        section = dict(cfg.get("model") or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise FacegenError(f"unknown gan option(s) {', '.join(unknown)} in the config; known: {', '.join(sorted(known))}")
-        if "betas" in section:
-            section["betas"] = tuple(section["betas"])
+            raise FacegenError(f"unknown model key(s) {', '.join(unknown)} for family 'gan'; known: {', '.join(sorted(known))}")
         return cls(**section)
 
     def generator_kwargs(self, resolution: int) -> dict:
@@ -69,6 +68,8 @@ class GanOptions:
 
 class GanFamily:
     name = "gan"
+    model_defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                      for f in dataclasses.fields(GanOptions)}
 
     def build(self, cfg: dict, resolution: int) -> Built:
         o = GanOptions.from_config(cfg)
@@ -80,18 +81,19 @@ class GanFamily:
         except ValueError as e:
             raise FacegenError(f"gan config: {e}") from None
         phases = [
-            Phase("D", ["D"], self._optimizer(o, D.parameters(), o.d_lr), repeats=o.n_critic,
+            Phase("D", ["D"], self._optimizer(o, cfg, D.parameters(), o.d_lr), repeats=o.n_critic,
                   after_step=clip_weights(D, o.clip) if o.clip else None),
-            Phase("G", ["G"], self._optimizer(o, G.parameters(), o.g_lr)),
+            Phase("G", ["G"], self._optimizer(o, cfg, G.parameters(), o.g_lr)),
         ]
         return Built(nets={"G": G, "D": D}, phases=phases, loss=loss, ema=["G"])
 
     @staticmethod
-    def _optimizer(o: GanOptions, params, lr: float) -> torch.optim.Optimizer:
+    def _optimizer(o: GanOptions, cfg: dict, params, lr: float | None) -> torch.optim.Optimizer:
+        lr, decay = lr or cfg.get("lr", 2e-4), cfg.get("weight_decay", 0.0)
         if o.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=o.betas)
+            return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.get("adam_betas", (0.5, 0.999))), weight_decay=decay)
         if o.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
+            return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
         raise FacegenError(f"gan config: unknown optimizer {o.optimizer!r}; use adam or rmsprop")
 
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
