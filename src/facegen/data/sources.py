@@ -80,7 +80,7 @@ class FolderSource(Source):
     kind = "folder"
 
     def __init__(self, root: Path):
-        self.root, self.location = root, str(root)
+        self.root, self.location = root, str(root.resolve())
         names = []
         for folder, dirs, files in os.walk(root):
             rel = Path(folder).relative_to(root)
@@ -99,7 +99,7 @@ class ZipSource(Source):
     kind = "zip"
 
     def __init__(self, path: Path):
-        self.location = str(path)
+        self.location = str(path.resolve())
         try:
             self.zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
@@ -118,7 +118,7 @@ class TarSource(Source):
     kind = "tar"
 
     def __init__(self, path: Path):
-        self.location = str(path)
+        self.location = str(path.resolve())
         try:
             self.tar = tarfile.open(path, "r:*")
             self.members = {m.name: m for m in self.tar.getmembers() if m.isfile() and _visible(m.name)}
