@@ -14,6 +14,10 @@ import numpy as np
 
 from facegen.data.transforms import Skip
 
+# Leading bytes of JPEG, PNG, GIF, BMP, WebP (RIFF) and TIFF: such a file that PIL cannot
+# open is a corrupt photo, not some other kind of file.
+IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
 
 def decode_rgb(data: bytes) -> np.ndarray:
     """Decode one photo file to uint8 (H, W, 3), upright."""
@@ -27,6 +31,8 @@ def decode_rgb(data: bytes) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
     except UnidentifiedImageError:
+        if data.startswith(IMAGE_SIGNATURES):
+            raise Skip("corrupt image (image header, undecodable data)") from None
         raise Skip("not an image (unrecognised file format)") from None
     except Image.DecompressionBombError as e:
         raise Skip(f"image too large to decode safely ({e})") from None
