@@ -38,7 +38,8 @@ class FaceDataset(Dataset):
         face = self._array()[index]  # (h, w, 3) uint8, read from the memory map
         if self.hflip and torch.rand(()) < 0.5:
             face = face[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)  # (3, h, w)
+        # Copy out of the read-only map (torch wants writable memory); one small face.
+        x = torch.from_numpy(np.array(face)).permute(2, 0, 1)  # (3, h, w)
         return x.float().div_(127.5).sub_(1.0)
 
     def _array(self) -> np.ndarray:

@@ -110,19 +110,21 @@ def _check_arguments(size, crop, holdout, limit, crop_options) -> None:
 
 
 def _check_out(src, out: Path, overwrite: bool) -> None:
-    """Refuse before decoding anything: an existing store, an unwritable place, SRC itself."""
+    """Refuse before decoding anything: SRC itself, an existing store, an unwritable place."""
+    if not str(src).startswith("hf:"):
+        src_path, out_path = Path(src).resolve(), out.resolve()
+        if src_path == out_path or out_path in src_path.parents:
+            raise FacegenError(f"--out {out} would replace the source {src}; choose another --out")
     if out.exists():
         if not overwrite:
             raise FacegenError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
         if not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
             raise FacegenError(f"{out} exists and is not a face store; refusing to replace it, choose another --out")
-    if not str(src).startswith("hf:"):
-        src_path, out_path = Path(src).resolve(), out.resolve()
-        if src_path == out_path or out_path in src_path.parents:
-            raise FacegenError(f"--out {out} would replace the source {src}; choose another --out")
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise FacegenError(f"cannot write in {parent} (a file, not a folder); choose another --out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise FacegenError(f"cannot write in {parent} (permission denied); choose a writable --out")
 

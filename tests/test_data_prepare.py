@@ -1,0 +1,89 @@
+"""prepare end to end on real CelebA faces: manifest, determinism, holdout, refusals."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from facegen.data.prepare import prepare
+from facegen.data.store import FaceStore
+from facegen.utils import FacegenError
+
+
+def test_end_to_end_on_celeba_faces(celeba_store64, celeba_dir):
+    m = celeba_store64.manifest
+    assert m["splits"] == {"train": 224, "holdout": 32}
+    assert m["size"] == 64 and m["crop"] == "celeba" and m["limit"] == 256
+    assert m["counts"] == {"files": 256, "faces": 256, "skipped": 0, "duplicates": 0}
+    assert m["source"] == {"kind": "folder", "location": str(celeba_dir.resolve()), "files": 10000}
+    assert m["facegen_version"] and len(m["content_hash"]) == 64
+    train = celeba_store64.split("train")
+    assert train.dtype == np.uint8 and train.shape == (224, 64, 64, 3)
+    assert 60 < train.mean() < 200 and train.std() > 30  # real photos, not blank
+
+
+def test_two_workers_give_the_same_store_as_one(celeba_store64, celeba_dir, tmp_path):
+    again = prepare(celeba_dir, tmp_path / "again", size=64, holdout=32, limit=256, workers=2, progress=False)
+    assert again.content_hash == celeba_store64.content_hash
+    assert np.array_equal(again.split("holdout"), celeba_store64.split("holdout"))
+
+
+def test_holdout_is_chosen_by_the_seed(celeba_dir, tmp_path):
+    def holdout(seed, name):
+        return prepare(celeba_dir, tmp_path / name, size=16, holdout=8, limit=40, seed=seed, workers=1, progress=False)
+
+    a, b, c = holdout(1, "a"), holdout(1, "b"), holdout(2, "c")
+    assert a.content_hash == b.content_hash
+    assert not np.array_equal(a.split("holdout"), c.split("holdout"))
+    # Train and holdout together are always the same 40 faces, none lost or repeated.
+    every = lambda s: sorted(map(bytes, np.concatenate([s.split("train"), s.split("holdout")])))  # noqa: E731
+    assert every(a) == every(c) and len(set(every(a))) == 40
+
+
+def test_an_existing_store_needs_overwrite(celeba_dir, tmp_path):
+    first = prepare(celeba_dir, tmp_path / "s", size=16, limit=4, workers=1, progress=False)
+    with pytest.raises(FacegenError, match="already exists; pass --overwrite"):
+        prepare(celeba_dir, tmp_path / "s", size=16, limit=8, workers=1, progress=False)
+    assert len(FaceStore(tmp_path / "s")) == 4  # untouched
+    second = prepare(celeba_dir, tmp_path / "s", size=16, limit=8, workers=1, overwrite=True, progress=False)
+    assert len(second) == 8 and first.path == second.path
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_store(celeba_dir, tmp_path):
+    (tmp_path / "holiday").mkdir()
+    (tmp_path / "holiday" / "beach.jpg").write_bytes(b"precious")
+    with pytest.raises(FacegenError, match="not a face store"):
+        prepare(celeba_dir, tmp_path / "holiday", size=16, limit=4, overwrite=True, progress=False)
+    with pytest.raises(FacegenError, match="would replace the source"):
+        prepare(tmp_path / "holiday", tmp_path / "holiday", size=16, overwrite=True, progress=False)
+    assert (tmp_path / "holiday" / "beach.jpg").read_bytes() == b"precious"
+
+
+def test_out_under_a_file_is_refused(celeba_dir, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FacegenError, match="a file, not a folder"):
+        prepare(celeba_dir, tmp_path / "file.txt" / "store", size=16, limit=4, progress=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_is_refused_before_any_work(celeba_dir, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(FacegenError, match="cannot write in"):
+            prepare(celeba_dir, locked / "store", size=16, limit=4, progress=False)
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_bad_arguments_are_user_errors(celeba_dir, tmp_path):
+    with pytest.raises(FacegenError, match="leaves no training faces"):
+        prepare(celeba_dir, tmp_path / "s", size=16, limit=5, holdout=5, workers=1, progress=False)
+    with pytest.raises(FacegenError, match="unknown crop"):
+        prepare(celeba_dir, tmp_path / "s", size=16, crop="square", progress=False)
+    with pytest.raises(FacegenError, match="only apply to --crop align"):
+        prepare(celeba_dir, tmp_path / "s", size=16, crop_options={"zoom": 1.2}, progress=False)
+    assert not (tmp_path / "s").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left behind
