@@ -274,7 +274,7 @@ def _print_summary(store: FaceStore, seconds: float) -> None:
 
     m = store.manifest
     splits = " + ".join(f"{n:,} {name}" for name, n in m["splits"].items())
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
     console.print(f"wrote {store.path}: {splits} faces at {m['size']}x{m['size']} "
                   f"({m['counts']['skipped']} skipped) in {seconds:.1f} s")
     for s in m["skipped"][:10]:
