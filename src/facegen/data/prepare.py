@@ -65,8 +65,9 @@ def prepare(
     task = dict(crop=crop, size=size, allow_upscale=allow_upscale, crop_options=crop_options)
     with _progress_bar(len(names), progress) as advance:
         results = sorted(_run(source.read(names), task, workers, advance), key=lambda r: r.name)
-    splits, skipped = _assemble(results, source.split_of, skipped)
-    splits = _hold_out(splits, holdout, seed, source.location)
+    faces, skipped = _assemble(results, source.split_of, skipped)
+    splits = {name: _stack(f) for name, f in _hold_out(faces, holdout, seed, source.location).items()}
+    del faces
 
     import facegen
 
@@ -76,7 +77,7 @@ def prepare(
         "crop": crop,
         "crop_options": crop_options,
         "size": size,
-        "resize": RESIZE_FILTER,
+        "resize": RESIZE_FILTER if crop != "align" else "the alignment warp of facegen.data.align",
         "holdout": holdout,
         "seed": seed,
         "limit": limit,
@@ -214,7 +215,10 @@ def crop_faces(image: np.ndarray, crop: str, size: int, allow_upscale: bool = Fa
 
 
 def _assemble(results: list[Result], split_of: dict | None, skipped: list[dict]):
-    """Faces per split in name order; skips and exact duplicates listed with their reason."""
+    """Faces per split in name order; skips and exact duplicates listed with their reason.
+
+    Empties `results`, so the returned lists hold the only reference to each face.
+    """
     faces: dict[str, list[np.ndarray]] = {}
     first_with_hash: dict[str, str] = {}
     skipped = list(skipped)
@@ -226,25 +230,37 @@ def _assemble(results: list[Result], split_of: dict | None, skipped: list[dict])
         else:
             first_with_hash[r.pixel_hash] = r.name
             faces.setdefault(split_of[r.name] if split_of else "train", []).extend(r.faces)
+    results.clear()
     skipped.sort(key=lambda s: s["file"])
     if not faces:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
         raise FacegenError(f"no usable face in the source ({len(skipped)} files skipped, e.g. {reasons})")
     order = ["train", "val", "test"]
-    return {name: np.stack(faces[name]) for name in sorted(faces, key=order.index)}, skipped
+    return {name: faces[name] for name in sorted(faces, key=order.index)}, skipped
 
 
-def _hold_out(splits: dict[str, np.ndarray], holdout: int, seed: int, location: str) -> dict[str, np.ndarray]:
-    """Move `holdout` faces chosen by `seed` from train to a "holdout" split."""
+def _hold_out(faces: dict[str, list], holdout: int, seed: int, location: str) -> dict[str, list]:
+    """Move `holdout` faces chosen by `seed` from train to a "holdout" split (order kept)."""
     if holdout == 0:
-        return splits
-    train = splits.get("train", np.zeros((0,)))
+        return faces
+    train = faces.pop("train", [])  # popped: the new lists become the only references
     if holdout >= len(train):
         raise FacegenError(f"--holdout {holdout} leaves no training faces: {location} gave {len(train)}; use a smaller --holdout")
     picked = np.zeros(len(train), dtype=bool)
     picked[np.random.default_rng(seed).choice(len(train), holdout, replace=False)] = True
-    rest = {k: v for k, v in splits.items() if k != "train"}
-    return {"train": train[~picked], "holdout": train[picked], **rest}
+    return {
+        "train": [f for f, p in zip(train, picked) if not p],
+        "holdout": [f for f, p in zip(train, picked) if p],
+        **faces,
+    }
+
+
+def _stack(faces: list[np.ndarray]) -> np.ndarray:
+    """np.stack that drops each face once copied: peak memory stays near one store's size."""
+    out = np.empty((len(faces), *faces[0].shape), dtype=np.uint8)  # (n, size, size, 3)
+    for i in range(len(faces)):
+        out[i], faces[i] = faces[i], None
+    return out
 
 
 # ---- terminal output -------------------------------------------------------------------
