@@ -47,3 +47,18 @@ def celeba_store64(celeba_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("stores") / "celeba64"
     return prepare(celeba_dir, out, size=64, crop="celeba", holdout=32, limit=256, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_model(tmp_path_factory) -> Path:
+    """A real, exported GAN run model with random weights at 32x32 (milliseconds per face).
+
+    Built and exported through the family's own functions, so loading it exercises the
+    same path as a trained run."""
+    from facegen.families import get_family
+
+    family = get_family("gan")
+    cfg = {"name": "tiny-gan", "model": {"z_dim": 16, "g_channels": 32, "g_min_channels": 8, "d_channels": 8}}
+    out = tmp_path_factory.mktemp("models") / "tiny-gan"
+    family.export(family.build(cfg, 32), cfg, out)
+    return out

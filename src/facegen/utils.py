@@ -154,3 +154,22 @@ def to_uint8(x) -> np.ndarray:
 
     x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def slerp(a, b, t):
+    """Spherical interpolation between two same-shaped noise tensors at fractions t (T,) -> (T, *a.shape).
+
+    High-dimensional Gaussian noise lies near a sphere, so every point on the great circle
+    is still typical noise, while a straight line would pass through low-norm, washed-out
+    samples (White 2016, "Sampling Generative Networks"). Parallel inputs fall back to a line.
+    """
+    import torch
+
+    flat_a, flat_b = a.flatten().double(), b.flatten().double()
+    t = t.to(flat_a)[:, None]                                                   # (T, 1)
+    omega = torch.arccos((flat_a @ flat_b / (flat_a.norm() * flat_b.norm())).clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        out = (1 - t) * flat_a + t * flat_b
+    else:
+        out = (torch.sin((1 - t) * omega) * flat_a + torch.sin(t * omega) * flat_b) / torch.sin(omega)
+    return out.to(a.dtype).view(len(t), *a.shape)

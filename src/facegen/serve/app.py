@@ -6,8 +6,9 @@
     GET /info                   model, family, sampler, steps, device, batching figures
     GET /healthz                {"status": "ok"}
 
-All generation goes through `facegen.sample` (STYLE G9) inside one worker thread that
-coalesces concurrent requests into batches (batcher.py). Bad input gets a 4xx JSON error.
+Faces come from `facegen.sample.generate` (STYLE G9), morphs from morph.py (the same
+Generator contract), all inside one worker thread that coalesces concurrent requests into
+batches (batcher.py). Bad input gets a 4xx JSON error.
 The server never opens a file named by a request: the page's three files are read from
 the package once, at start-up, and served from memory under fixed routes.
 """
@@ -27,10 +28,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from facegen.serve import generate as sample
+from facegen import sample
 from facegen.families.base import Generator
 from facegen.serve.batcher import MicroBatcher, QueueFull
 from facegen.serve.encode import gif_bytes, png_bytes
+from facegen.serve.morph import morph_frames
 
 MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws and any RNG accepts
 MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
@@ -87,10 +89,10 @@ def create_app(
         """Runs in the batcher's thread: one batch of faces, or one morph."""
         kind, size = key[0], key[1]
         if kind == "face":
-            images = sample.generate(generator, payloads, **options)        # (N, H, W, 3) uint8
+            images = sample.generate(generator, payloads, batch_size=len(payloads), **options)  # (N, H, W, 3) uint8
             return [png_bytes(image, size) for image in images]
         frames = key[2]
-        return [gif_bytes(sample.morph(generator, a, b, frames, **options), size) for a, b in payloads]
+        return [gif_bytes(morph_frames(generator, a, b, frames, **options), size) for a, b in payloads]
 
     batcher = MicroBatcher(handle, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size)
 
@@ -171,14 +173,16 @@ def create_app(
 
 def _page(model_info: dict, model_tag: str) -> str:
     """index.html with the model's facts filled in (escaped: a model name is not trusted HTML)."""
-    import html
+    from html import escape
 
+    steps = model_info.get("steps")
+    facts = [model_info.get("name", "model"), model_info.get("family"), model_info.get("sampler"),
+             f"{steps} step{'s' if steps != 1 else ''}" if steps else None, f"{model_info.get('resolution')} px"]
+    values = {"facts": " · ".join(f"<span>{escape(str(f))}</span>" for f in facts if f),
+              "tag": escape(model_tag), "resolution": escape(str(model_info.get("resolution", "")))}
     template = resources.files("facegen.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
-    facts = {"model": model_info.get("name", "model"), "family": model_info.get("family", ""),
-             "sampler": model_info.get("sampler", ""), "steps": model_info.get("steps", ""),
-             "resolution": model_info.get("resolution", ""), "tag": model_tag}
-    for key, value in facts.items():
-        template = template.replace("{{" + key + "}}", html.escape(str(value), quote=True))
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", value)
     return template
 
 

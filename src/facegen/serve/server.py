@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import facegen
 from facegen.utils import FacegenError
+
+# The embedded default model ships inside the package (pyproject's package-data "default/*").
+DEFAULT_MODEL = Path(facegen.__file__).resolve().parent / "default"
 
 
 def serve(
@@ -18,26 +22,24 @@ def serve(
     queue_size: int = 64,                           # most waiting requests before 503
     device: str | None = None,                      # torch device; None = cuda when present, else cpu
 ) -> None:
+    if run is None:
+        if not DEFAULT_MODEL.is_dir() or not any(DEFAULT_MODEL.iterdir()):
+            raise FacegenError(f"no default model is installed at {DEFAULT_MODEL}; serve a trained run instead: `facegen serve runs/NAME`")
+        run = DEFAULT_MODEL
+    if not Path(run).exists():  # checked before the slow imports, so a typo is answered at once
+        raise FacegenError(f"{run}: no such run or model folder; give a run folder written by `facegen train`")
+
     import uvicorn
 
     from facegen.sample import load_generator
     from facegen.serve.app import create_app
 
-    if run is not None and not Path(run).exists():
-        raise FacegenError(f"{run}: no such run; give a run folder written by `facegen train` (or omit RUN for the default model)")
-    generator = _load(load_generator, run, device)
+    generator = load_generator(run, device)
+    samplers = generator.info().get("samplers")
+    if (sampler is not None or steps is not None) and not samplers:
+        raise FacegenError(f"{run}: a {generator.family} model makes a face in one pass; drop --sampler/--steps")
+    if sampler is not None and sampler not in samplers:
+        raise FacegenError(f"--sampler {sampler}: this {generator.family} model offers {', '.join(samplers)}")
     app = create_app(generator, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size)
     print(f"facegen: serving {generator.name} ({generator.family}, {generator.resolution} px) at http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def _load(load_generator, run: Path | None, device: str | None):
-    kwargs = {} if device is None else {"device": device}
-    try:
-        return load_generator(run, **kwargs)
-    except FacegenError:
-        raise
-    except FileNotFoundError as e:
-        if run is None:
-            raise FacegenError(f"no default model is installed ({e.filename or e}); pass a RUN folder: `facegen serve runs/NAME`") from None
-        raise FacegenError(f"{run}: {e}; give a run folder with an exported model/ (finish `facegen train` first)") from None

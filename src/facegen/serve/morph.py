@@ -1,0 +1,31 @@
+"""The morph view's frames: faces along the great circle between two seeds' starting noise.
+
+Uses only the Generator contract (initial_noise, decode) and the shared `slerp`, so it works
+for every family. A walk must be smooth, so a stochastic sampler (ddpm, whose per-step
+noise would flicker from frame to frame) is swapped for the deterministic DDIM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegen.families.base import Generator
+from facegen.utils import slerp, to_uint8
+
+STOCHASTIC_SAMPLERS = {"ddpm"}
+DETERMINISTIC_SAMPLER = "ddim"
+
+
+def morph_frames(generator: Generator, seed_a: int, seed_b: int, frames: int, **options: Any) -> np.ndarray:
+    """uint8 (frames, H, W, 3): seed_a's face first, seed_b's face last."""
+    info = generator.info()
+    sampler = options.get("sampler", info.get("sampler"))
+    if sampler in STOCHASTIC_SAMPLERS and DETERMINISTIC_SAMPLER in info.get("samplers", ()):
+        options = {**options, "sampler": DETERMINISTIC_SAMPLER}
+    with torch.inference_mode():
+        noise_a, noise_b = generator.initial_noise([seed_a, seed_b])
+        noise = slerp(noise_a, noise_b, torch.linspace(0, 1, frames))             # (frames, *noise shape)
+        return to_uint8(generator.decode(noise, [seed_a] * frames, **options))

@@ -1,0 +1,197 @@
+"""The web API on a real (tiny, random-weight) exported GAN: determinism by seed, cache
+headers, errors as 4xx JSON, micro-batching and the bounded queue."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from facegen.serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_gan_model):
+    from facegen.families import get_family
+
+    return get_family("gan").load_generator(tiny_gan_model)
+
+
+@pytest.fixture(scope="module")
+def client(generator):
+    with TestClient(create_app(generator, max_batch=8, window_ms=5)) as c:
+        yield c
+
+
+def pixels(body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+class Gated:
+    """The real generator, held at each batch until the test opens the gate, recording batch sizes."""
+
+    def __init__(self, inner):
+        self.inner, self.gate, self.entered, self.batches = inner, threading.Event(), threading.Event(), []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def decode(self, noise, seeds=(), **options):
+        self.batches.append(len(noise))
+        self.entered.set()
+        assert self.gate.wait(timeout=20), "test never opened the gate"
+        return self.inner.decode(noise, seeds, **options)
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.005)
+
+
+# -- faces -------------------------------------------------------------------------------
+
+
+def test_same_seed_same_bytes_across_servers_and_different_seeds_differ(client, generator):
+    first = client.get("/face.png?seed=7")
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    image = pixels(first.content)
+    assert image.shape == (32, 32, 3) and image.std() > 0
+    with TestClient(create_app(generator, cache_size=0)) as fresh:  # no shared cache: generated again
+        again = fresh.get("/face.png?seed=7")
+    assert again.content == first.content
+    other = client.get("/face.png?seed=8")
+    assert not np.array_equal(pixels(other.content), image)
+
+
+def test_seeded_faces_are_immutable_with_etag_and_304(client):
+    r = client.get("/face.png?seed=11")
+    assert "immutable" in r.headers["cache-control"] and "max-age=" in r.headers["cache-control"]
+    etag = r.headers["etag"]
+    assert client.get("/face.png?seed=12").headers["etag"] != etag
+    not_modified = client.get("/face.png?seed=11", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+
+
+def test_unseeded_face_is_random_not_cached_and_names_its_seed(client):
+    r = client.get("/face.png")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store" and "etag" not in r.headers
+    seed = int(r.headers["x-seed"])
+    assert client.get(f"/face.png?seed={seed}").content == r.content
+
+
+def test_size_resizes(client):
+    assert pixels(client.get("/face.png?seed=3&size=48").content).shape == (48, 48, 3)
+
+
+def test_morph_gif_walks_there_and_back(client):
+    r = client.get("/morph.gif?from=1&to=2&frames=4&size=40")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and "immutable" in r.headers["cache-control"]
+    gif = Image.open(io.BytesIO(r.content))
+    assert gif.size == (40, 40) and gif.n_frames == 6  # 4 frames forward, 2 back (ends not repeated)
+    gif.seek(0)
+    start = np.asarray(gif.convert("RGB"), dtype=float)
+    gif.seek(3)
+    end = np.asarray(gif.convert("RGB"), dtype=float)
+    assert np.abs(start - end).mean() > 1  # the walk goes somewhere
+    assert client.get("/morph.gif?from=1&to=2&frames=4&size=40").content == r.content
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("/face.png?seed=abc", 422),
+        ("/face.png?seed=-1", 422),
+        ("/face.png?seed=1.5", 422),
+        ("/face.png?seed=99999999999999999999999999", 422),
+        ("/face.png?seed=1&size=100000", 422),
+        ("/face.png?seed=1&size=0", 422),
+        ("/morph.gif?from=1&to=2&frames=100000", 422),
+        ("/morph.gif?from=1&to=2&frames=1", 422),
+        ("/morph.gif?from=1", 422),
+        ("/nothing-here", 404),
+        ("/static/../pyproject.toml", 404),
+        ("/static/..%2F..%2Fpyproject.toml", 404),
+        ("/static/index.html", 404),
+    ],
+)
+def test_bad_input_is_a_4xx_json_error(client, url, status):
+    r = client.get(url)
+    assert r.status_code == status
+    body = r.json()
+    assert body["status"] == status and isinstance(body["error"], str) and body["error"]
+
+
+def test_bad_method_is_json_too(client):
+    r = client.post("/face.png?seed=1")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+# -- page, info, health ------------------------------------------------------------------
+
+
+def test_page_and_its_files(client, generator):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert generator.name in page.text and "{{" not in page.text
+    for name, kind in [("app.js", "javascript"), ("style.css", "text/css")]:
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"] and len(r.content) > 500
+
+
+def test_info_and_healthz(client, generator):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert info["family"] == "gan" and info["resolution"] == generator.resolution and info["device"] == "cpu"
+    assert info["serving"]["max_batch"] == 8
+
+
+def test_server_options_reach_info(generator):
+    with TestClient(create_app(generator, steps=5, sampler="ddim")) as c:
+        info = c.get("/info").json()
+    assert info["steps"] == 5 and info["sampler"] == "ddim"
+
+
+# -- batching and the bounded queue -------------------------------------------------------
+
+
+def test_concurrent_requests_are_coalesced_into_one_batch(generator):
+    gated = Gated(generator)
+    app = create_app(gated, max_batch=8, window_ms=5)
+    with TestClient(app) as c, ThreadPoolExecutor(8) as pool:
+        first = pool.submit(c.get, "/face.png?seed=100")
+        assert gated.entered.wait(10)                    # seed 100 is being generated, alone
+        rest = [pool.submit(c.get, f"/face.png?seed={s}") for s in range(101, 105)]
+        wait_until(lambda: app.state.batcher.pending == 4)
+        gated.gate.set()
+        responses = [first.result(timeout=20)] + [f.result(timeout=20) for f in rest]
+    assert [r.status_code for r in responses] == [200] * 5
+    assert gated.batches == [1, 4]
+    # A face made in a batch of 4 is the face made alone.
+    with TestClient(create_app(generator, max_batch=1)) as alone:
+        assert alone.get("/face.png?seed=103").content == responses[3].content
+
+
+def test_full_queue_answers_503_with_retry_after(generator):
+    gated = Gated(generator)
+    app = create_app(gated, max_batch=1, window_ms=0, queue_size=2)
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        running = pool.submit(c.get, "/face.png?seed=200")
+        assert gated.entered.wait(10)
+        waiting = [pool.submit(c.get, f"/face.png?seed={s}") for s in (201, 202)]
+        wait_until(lambda: app.state.batcher.pending == 2)
+        refused = c.get("/face.png?seed=203")
+        gated.gate.set()
+        served = [running.result(timeout=20)] + [f.result(timeout=20) for f in waiting]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]
+    assert [r.status_code for r in served] == [200, 200, 200]

@@ -1,0 +1,79 @@
+"""Serving other families and the morph frames: a tiny random-weight pixel-diffusion model
+exported and loaded through facegen.sample (the path `facegen serve RUN` takes), and the
+`facegen serve` command's one-line errors."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from facegen import sample
+from facegen.serve.app import create_app
+from facegen.serve.morph import morph_frames
+
+
+@pytest.fixture(scope="module")
+def tiny_ddpm(tmp_path_factory):
+    """A 16x16 UNet (8/16 channels) with a stochastic default sampler, 3 steps."""
+    from facegen.families import get_family
+
+    family = get_family("ddpm")
+    model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
+             "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddpm", "sample_steps": 3}
+    cfg = {"name": "tiny-ddpm", "lr": 1e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "model": model}
+    run = tmp_path_factory.mktemp("runs") / "tiny-ddpm"
+    family.export(family.build(cfg, 16), cfg, run / "model")
+    return sample.load_generator(run, "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tiny_gan_model):
+    from facegen.families import get_family
+
+    return get_family("gan").load_generator(tiny_gan_model)
+
+
+def test_diffusion_faces_by_seed_and_a_deterministic_morph(tiny_ddpm):
+    with TestClient(create_app(tiny_ddpm, steps=2, max_batch=4)) as c:
+        info = c.get("/info").json()
+        assert info["family"] == "ddpm" and info["steps"] == 2 and info["sampler"] == "ddpm"
+        face = c.get("/face.png?seed=5")
+        morph = c.get("/morph.gif?from=5&to=6&frames=3")
+    assert face.status_code == 200 and morph.status_code == 200
+    assert np.asarray(Image.open(io.BytesIO(face.content))).shape == (16, 16, 3)
+    # The face the server sent is the face `facegen sample` makes for that seed.
+    expected = sample.generate(tiny_ddpm, [5], sampler="ddpm", steps=2)[0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(face.content)).convert("RGB")), expected)
+    assert Image.open(io.BytesIO(morph.content)).n_frames == 4
+
+
+@pytest.mark.parametrize("family", ["tiny_ddpm", "tiny_gan"])
+def test_morph_ends_are_the_two_seeds_faces(family, request):
+    generator = request.getfixturevalue(family)
+    frames = morph_frames(generator, 21, 22, 5)
+    assert frames.shape == (5, generator.resolution, generator.resolution, 3)
+    # A stochastic default (ddpm) is replaced by the deterministic DDIM for a smooth walk.
+    options = {"sampler": "ddim"} if "samplers" in generator.info() else {}
+    ends = sample.generate(generator, [21, 22], **options).astype(int)
+    assert np.abs(frames[0].astype(int) - ends[0]).max() <= 1   # slerp's ends are the seeds' own noise (float rounding aside)
+    assert np.abs(frames[-1].astype(int) - ends[1]).max() <= 1
+    assert np.array_equal(morph_frames(generator, 21, 22, 5), frames)
+    steps = np.abs(np.diff(frames.astype(int), axis=0)).mean(axis=(1, 2, 3))
+    assert (steps > 0).all()                                     # every frame moves on
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facegen.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_serve_command_missing_run_is_one_line(tmp_path):
+    result = run_cli("serve", str(tmp_path / "no-such-run"), "--port", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-run" in lines[0] and lines[0].startswith("error:")
