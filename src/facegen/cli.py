@@ -101,7 +101,78 @@ def data_info(
 # ---- train (issue: training loop) ------------------------------------------------------
 
 
+@app.command("train", context_settings={"allow_interspersed_args": True})
+def train_command(
+    preset: str = typer.Argument(..., help="Preset name (e.g. ddpm-tiny32; see src/facegen/configs/) or a YAML config file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides as key=value (YAML values), e.g. lr=2e-4 model.layers_per_block=1."),
+    data: Path = typer.Option(..., "--data", help="Face store folder written by `facegen data prepare`."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs, model/."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (overrides the preset's; with --resume: train up to this)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint, exactly where it stopped."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="Latent diffusion (ldm-* presets): the trained autoencoder run (an ae-* run) whose latents it learns; same as model.autoencoder=PATH."),
+) -> None:
+    """Train a face generator on a face store; writes RUN/model/ (diffusers format) at the end.
+
+    Ctrl-C finishes the current step, saves a checkpoint and stops; --resume continues it.
+
+    Examples:
+
+        facegen train ddpm-tiny32 --data stores/celeba32 --out runs/tiny32 --steps 3000
+
+        facegen train ddpm-tiny32 --data stores/celeba32 --out runs/tiny32 --resume --steps 6000
+
+        facegen train my.yaml --data stores/celeba64 --out runs/x lr=2e-4 model.block_out_channels=[64,128,128]
+
+        facegen train ddpm-celeba64 --data stores/celeba64 --out runs/c64 --dry-run
+
+        facegen train ae-tiny64 --data stores/utk64 --out runs/ae64 && facegen train ldm-tiny64 --data stores/utk64 --out runs/ldm64 --autoencoder runs/ae64
+    """
+    from facegen.train import resolved_yaml, train
+
+    overrides = [*(overrides or []), *([f"model.autoencoder={autoencoder}"] if autoencoder else [])]
+    cfg = train(preset, data, out, overrides=overrides, steps=steps, resume=resume, dry_run=dry_run)
+    if dry_run:
+        typer.echo(resolved_yaml(cfg), nl=False)
+    else:
+        typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
+
+
+
 # ---- sample ----------------------------------------------------------------------------
+
+
+@app.command("sample")
+def sample_command(
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder) of a finished training."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of images: seeds START .. START+N-1."),
+    out: Path = typer.Option(..., "--out", help="Folder for seedNNNNNN.png files (existing files are kept and skipped)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps; default: the model's."),
+    seed: int = typer.Option(0, "--seed", min=0, help="First seed (with --n)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Explicit seeds instead of --n/--seed, e.g. 0-99,500."),
+    batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass (does not change the images)."),
+) -> None:
+    """Generate faces by seed into a folder; the same seed always gives the same face.
+
+    A rerun skips images that exist, so a killed job continues where it stopped.
+
+    Examples:
+
+        facegen sample runs/tiny32 --n 16 --out faces --sampler dpm++ --steps 20
+
+        facegen sample runs/tiny32 --seeds 0-999 --out faces --sampler ddim --steps 50 --batch 64
+    """
+    from facegen.sample import sample_to_folder
+    from facegen.utils import parse_seeds
+
+    if (n is None) == (seeds is None):
+        raise FacegenError("give either --n N (seeds --seed .. --seed+N-1) or --seeds LIST, e.g. --n 16 or --seeds 0-15")
+    seed_list = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
+    options = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    result = sample_to_folder(run, seed_list, out, batch_size=batch, **options)
+    typer.echo(f"{result['written']} written, {result['skipped']} already there, {result['images_per_second']:.2f} img/s -> {out}")
+
 
 
 # ---- eval / compare --------------------------------------------------------------------

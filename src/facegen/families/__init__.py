@@ -14,6 +14,10 @@ from facegen.families import gan as _gan  # noqa: E402  (after FAMILIES: a famil
 
 FAMILIES["gan"] = _gan.FAMILY
 
+from facegen.families import ddpm as _ddpm  # noqa: E402
+
+FAMILIES["ddpm"] = _ddpm.FAMILY
+
 
 def get_family(name: str) -> Family:
     if name not in FAMILIES:

@@ -1,0 +1,166 @@
+"""Configuration as simple data: a YAML preset, `key=value` overrides, one resolved dict.
+
+    cfg = load_config("ddpm-tiny32", ["lr=2e-4", "model.block_out_channels=[16,32]"])
+
+A preset is a name of a file in facegen/configs/ (packaged) or a path to a YAML file. Every
+common key has a default in DEFAULTS below; a key that is not there is refused with a clear
+message, so a typo never silently does nothing. `model:` belongs to the family: the family's
+`model_defaults` (if it has one) fills it and names its allowed keys.
+
+Batch arithmetic (what makes results independent of the number of processes):
+`batch_size` is the global batch of one optimizer step. Each process loads micro-batches of
+    batch_size / (world_size * grad_accum)
+images, which must be a whole number (checked up front by `per_process_batch`).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facegen.utils import FacegenError, atomic_write_text
+
+DEFAULTS: dict[str, Any] = {
+    "family": "ddpm",
+    "name": None,                  # run name shown in exports and /info; None = the run folder's name
+    "data": None,                  # the face store; set by `facegen train --data` (the ae family reads it at export)
+    "resolution": None,            # pixels; None = the face store's resolution
+    "batch_size": 32,              # global images per optimizer step (all processes, all accumulation steps)
+    "steps": 10000,                # optimizer steps in total (a resumed run continues up to this)
+    "lr": 1e-4,                    # peak learning rate, after warm-up
+    "adam_betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "warmup_steps": 0,             # linear lr warm-up from lr/warmup_steps to lr
+    "grad_clip": 1.0,              # max global grad norm per phase; None = no clipping
+    "grad_accum": 1,               # micro-batches accumulated per optimizer step
+    "ema": {
+        "decay": 0.9999,           # the highest decay the EMA reaches
+        "warmup": True,            # diffusers EMAModel warm-up: decay = 1 - (1 + step/inv_gamma)^-power
+        "inv_gamma": 1.0,
+        "power": 0.75,             # 3/4 suits short runs, 2/3 long ones (Karras et al.)
+        "update_after_step": 0,
+    },
+    "checkpoint_every": 1000,      # steps between checkpoints
+    "keep_checkpoints": 3,         # newest checkpoints kept; older ones are deleted
+    "sample_every": 1000,          # steps between sample grids (RUN/samples/step-XXXXXX.png)
+    "sample_seeds": "0-15",        # the fixed seeds of every grid
+    "sample_options": {},          # passed to the generator, e.g. {sampler: ddim, steps: 50}
+    "log_every": 10,               # steps between metrics.jsonl lines (and NaN checks)
+    "seed": 0,                     # seeds initialisation, data order and the loss's noise
+    "mixed_precision": "auto",     # auto = bf16 on GPU, no on CPU; or no, bf16, fp16
+    "channels_last": False,        # memory format of the nets and batches
+    "compile": False,              # torch.compile the trained nets
+    "num_workers": 0,              # DataLoader worker processes (0 = load in the training process)
+    "hflip": True,                 # flip faces left-right (deterministically per data position)
+    "tensorboard": True,           # also log to RUN/tensorboard through accelerate's tracker
+    "model": {},                   # family-specific; see the family's model_defaults
+}
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("facegen.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(preset_or_yaml: str | Path | dict, overrides: list[str] | None = None) -> dict:
+    """DEFAULTS <- preset (name or YAML path, or a dict) <- overrides ("a.b=value", YAML-typed)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    preset = preset_or_yaml if isinstance(preset_or_yaml, dict) else _read_preset(preset_or_yaml)
+    where = "config" if isinstance(preset_or_yaml, dict) else str(preset_or_yaml)
+    _merge(cfg, preset, where)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise FacegenError(f"bad override {item!r}: write key=value, e.g. lr=2e-4 or model.layers_per_block=1")
+        _set(cfg, key.strip().split("."), yaml.safe_load(text), f"override {item!r}")
+    return _resolve(cfg, where)
+
+
+def _read_preset(name: str | Path) -> dict:
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        packaged = resources.files("facegen.configs") / f"{name}.yaml"
+        if not packaged.is_file():
+            raise FacegenError(f"unknown preset {name!r}; give a YAML file or one of: {', '.join(preset_names())}")
+        return yaml.safe_load(packaged.read_text()) or {}
+    if not path.is_file():
+        raise FacegenError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FacegenError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise FacegenError(f"{path}: a config is a YAML mapping of key: value lines")
+    return data
+
+
+def _merge(cfg: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        _set(cfg, [key], value, where)
+
+
+def _set(cfg: dict, path: list[str], value: Any, where: str) -> None:
+    """Set cfg[a][b]... = value; keys outside DEFAULTS are refused, except under `model`."""
+    node, defaults = cfg, DEFAULTS
+    for i, key in enumerate(path):
+        free = path[0] == "model" and i > 0  # the family checks its own keys (see _resolve)
+        if not free and (not isinstance(defaults, dict) or key not in defaults):
+            known = ", ".join(sorted(defaults)) if isinstance(defaults, dict) else "none"
+            raise FacegenError(f"{where}: unknown key {'.'.join(path[: i + 1])!r}; known keys here: {known}")
+        if i == len(path) - 1:
+            if isinstance(node.get(key), dict) and isinstance(value, dict) and key != "sample_options":
+                for sub, v in value.items():
+                    _set(cfg, [*path, sub], v, where)
+            else:
+                node[key] = value
+            return
+        node = node.setdefault(key, {})
+        defaults = defaults[key] if not free and isinstance(defaults, dict) else {}
+
+
+def _resolve(cfg: dict, where: str) -> dict:
+    """Fill the family's model defaults, refuse its unknown model keys, check value ranges."""
+    from facegen.families import get_family
+
+    family = get_family(cfg["family"])
+    model_defaults = getattr(family, "model_defaults", None)
+    if model_defaults is not None:
+        unknown = sorted(set(cfg["model"]) - set(model_defaults))
+        if unknown:
+            raise FacegenError(f"{where}: unknown model key(s) {', '.join(unknown)} for family {cfg['family']!r}; known: {', '.join(sorted(model_defaults))}")
+        cfg["model"] = {**copy.deepcopy(model_defaults), **cfg["model"]}
+    for key in ("batch_size", "steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise FacegenError(f"{where}: {key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["mixed_precision"] not in MIXED_PRECISION:
+        raise FacegenError(f"{where}: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg['mixed_precision']!r}")
+    if not isinstance(cfg["sample_options"], dict):
+        raise FacegenError(f"{where}: sample_options is a mapping, e.g. {{sampler: ddim, steps: 50}}")
+    return cfg
+
+
+def per_process_batch(cfg: dict, world_size: int) -> int:
+    """Images per micro-batch on one process; batch_size must split evenly (STYLE G6)."""
+    batch, accum = cfg["batch_size"], cfg["grad_accum"]
+    if batch % (world_size * accum):
+        raise FacegenError(
+            f"batch_size {batch} does not split into {world_size} process(es) x grad_accum {accum}; "
+            f"choose a batch_size that is a multiple of {world_size * accum}"
+        )
+    return batch // (world_size * accum)
+
+
+def save_config(cfg: dict, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+def read_run_config(run: str | Path) -> dict:
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FacegenError(f"{path} is missing: {run} is not a training run (nothing to resume)")
+    return yaml.safe_load(path.read_text())

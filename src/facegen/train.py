@@ -1,0 +1,341 @@
+"""The one training loop, shared by every family (STYLE G6/G7/G8).
+
+    facegen train ddpm-tiny32 --data stores/celeba32 --out runs/tiny32 --steps 2000
+    train("ddpm-tiny32", "stores/celeba32", "runs/tiny32", overrides=["lr=2e-4"])
+
+It builds a family's nets, optimizers and loss (`Family.build`), then for each step runs the
+family's phases (one for diffusion, "D" then "G" for a GAN), with gradient accumulation,
+clipping, lr warm-up, EMA, mixed precision and accelerate's device handling. It writes
+checkpoints (checkpoint.py), metrics, loss.png and sample grids (run_log.py), and exports
+RUN/model/ with the EMA weights at the end. It knows nothing family-specific.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from facegen.checkpoint import latest_checkpoint, load_checkpoint, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
+from facegen.config import load_config, per_process_batch, read_run_config, save_config
+from facegen.data.store import FaceStore
+from facegen.families import get_family
+from facegen.families.base import Diverged
+from facegen.run_log import MetricsLog, plot_losses, save_samples
+from facegen.utils import FacegenError, atomic_dir, parse_seeds
+
+
+def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrides: list[str] | None = None,
+          steps: int | None = None, resume: bool = False, dry_run: bool = False) -> dict:
+    """Resolve the config, then train (or, with dry_run, only return the resolved config)."""
+    out = Path(out)
+    overrides = [*(overrides or []), *([f"steps={steps}"] if steps else [])]
+    # A resumed run continues from its own saved config; overrides (e.g. steps) apply on top.
+    cfg = load_config(read_run_config(out) if resume else preset_or_yaml, overrides)
+    store = FaceStore(data)
+    cfg["resolution"] = cfg["resolution"] or store.resolution
+    cfg["name"] = cfg["name"] or out.name
+    cfg["data"] = str(store.path)  # recorded in the run; a family may read data at export (the ae latent scale)
+    if cfg["resolution"] != store.resolution:
+        raise FacegenError(f"{store.path} holds {store.resolution}px faces but the config asks for {cfg['resolution']}px; "
+                           f"prepare a store with --size {cfg['resolution']} or set resolution={store.resolution}")
+    if dry_run:
+        return cfg
+    if resume and latest_checkpoint(out / "checkpoints") is None:
+        raise FacegenError(f"{out}/checkpoints has no checkpoint to resume from; start again without --resume")
+    if not resume and latest_checkpoint(out / "checkpoints") is not None:
+        raise FacegenError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    Loop(cfg, store, out, resume).fit()
+    return cfg
+
+
+class Loop:
+    def __init__(self, cfg: dict, store: FaceStore, out: Path, resume: bool):
+        from accelerate import Accelerator
+        from diffusers.training_utils import EMAModel
+
+        self.cfg, self.out, self.family = cfg, out, get_family(cfg["family"])
+        mixed = cfg["mixed_precision"] if cfg["mixed_precision"] != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+        self.accelerator = acc = Accelerator(mixed_precision=mixed, log_with="tensorboard" if cfg["tensorboard"] else None, project_dir=out)
+        self.is_main = acc.is_main_process
+        self.micro_batch = per_process_batch(cfg, acc.num_processes)
+        set_numerics(cfg)
+
+        # Build with the same seed on every process, then give each process its own noise.
+        seed_everything(cfg["seed"])
+        self.built = built = self.family.build(cfg, cfg["resolution"])
+        self.nets = built.nets  # unwrapped, un-compiled: what checkpoints, EMA and export see
+        memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+        for net in self.nets.values():
+            net.to(memory_format=memory_format)
+        for net in built.frozen.values():
+            net.to(acc.device).eval().requires_grad_(False)
+        self.trainable = {name: [p.requires_grad for p in net.parameters()] for name, net in self.nets.items()}
+        names = list(self.nets)
+        prepared = acc.prepare(*[self.nets[n] for n in names], *[p.optimizer for p in built.phases])
+        self.wrapped = dict(zip(names, prepared[: len(names)]))
+        self.optimizers = {p.name: o for p, o in zip(built.phases, prepared[len(names):])}
+        self.train_nets = {n: torch.compile(m) if cfg["compile"] else m for n, m in self.wrapped.items()}
+        warmup = cfg["warmup_steps"]
+        self.lr_schedules = {p.name: torch.optim.lr_scheduler.LambdaLR(p.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+                             for p in built.phases}
+        e = cfg["ema"]
+        self.emas = {n: EMAModel(self.nets[n].parameters(), decay=e["decay"], use_ema_warmup=e["warmup"], inv_gamma=e["inv_gamma"],
+                                 power=e["power"], update_after_step=e["update_after_step"], foreach=True) for n in built.ema}
+
+        self.step, self.position = 0, 0  # optimizer steps done; stream positions consumed (all processes)
+        self.metrics = MetricsLog(out / "metrics.jsonl")
+        if resume:
+            self.restore(latest_checkpoint(out / "checkpoints"))
+        if not resume:
+            seed_everything(cfg["seed"] + acc.process_index)
+        if self.is_main:
+            save_config(cfg, out / "config.yaml")
+        if cfg["tensorboard"]:
+            acc.init_trackers("tensorboard")
+        self.batches = self.data_iterator(store)
+        self.loss_sums: dict[str, torch.Tensor] = {}
+        self.stop_requested = False
+
+    # ---- data -------------------------------------------------------------------------
+
+    def data_iterator(self, store: FaceStore):
+        from torch.utils.data import DataLoader
+
+        from facegen.data.loader import FaceDataset
+        from facegen.data.stream import FaceStream, FlippedFaces, StreamBatches
+
+        # flips come from the stream; a family may train on something derived from the faces (cached latents)
+        dataset = self.built.dataset if self.built.dataset is not None else FlippedFaces(FaceDataset(store, "train", hflip=False))
+        stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"])
+        acc = self.accelerator
+        sampler = StreamBatches(stream, self.micro_batch, self.position, acc.process_index, acc.num_processes)
+        workers = self.cfg["num_workers"]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
+                            worker_init_fn=_ignore_sigint if workers else None, persistent_workers=workers > 0)
+        memory_format = torch.channels_last if self.cfg["channels_last"] else torch.contiguous_format
+        for images in loader:
+            self.position += self.micro_batch * acc.num_processes
+            yield images.to(acc.device, non_blocking=True).contiguous(memory_format=memory_format)
+
+    # ---- one optimizer step of every phase ----------------------------------------------
+
+    def train_step(self) -> None:
+        acc, accum, cfg = self.accelerator, self.cfg["grad_accum"], self.cfg
+        for phase in self.built.phases:
+            if len(self.built.phases) > 1:  # only this phase's nets get gradients
+                self.select_trainable(phase.nets)
+            optimizer = self.optimizers[phase.name]
+            for _ in range(phase.repeats):
+                for micro in range(accum):
+                    images = next(self.batches)
+                    with contextlib.ExitStack() as no_sync:
+                        if micro < accum - 1:  # all-reduce gradients only on the last micro-batch
+                            for name in phase.nets:
+                                no_sync.enter_context(acc.no_sync(self.wrapped[name]))
+                        loss, logs = self.built.loss(phase.name, self.train_nets, images)
+                        loss = loss.mean()
+                        acc.backward(loss / accum)
+                    key = "loss" if len(self.built.phases) == 1 else f"loss_{phase.name}"
+                    self.accumulate({key: loss.detach(), **logs}, 1 / (accum * phase.repeats))
+                clip = phase.grad_clip if phase.grad_clip is not None else cfg["grad_clip"]
+                if clip:
+                    acc.clip_grad_norm_([p for n in phase.nets for p in self.nets[n].parameters() if p.grad is not None], clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if phase.after_step:
+                    phase.after_step()
+            self.lr_schedules[phase.name].step()
+        for name, ema in self.emas.items():
+            ema.step(self.nets[name].parameters())
+        self.step += 1
+
+    def select_trainable(self, phase_nets: list[str]) -> None:
+        for name, net in self.nets.items():
+            for p, trainable in zip(net.parameters(), self.trainable[name]):
+                p.requires_grad_(trainable and name in phase_nets)
+
+    def accumulate(self, logs: dict, weight: float) -> None:
+        # Sums stay on the device: no .item() sync per step (read every log_every steps).
+        for key, value in logs.items():
+            value = torch.as_tensor(value, dtype=torch.float32, device=self.accelerator.device).detach() * weight
+            self.loss_sums[key] = self.loss_sums.get(key, 0) + value
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def fit(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        total = cfg["steps"]
+        previous_handler = signal.signal(signal.SIGINT, self.request_stop) if _in_main_thread() else None
+        start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
+        try:
+            with progress_bar(self.is_main, start_step, total) as (bar, task):
+                while self.step < total and not self.stop_requested:
+                    try:
+                        self.train_step()
+                    except Diverged as e:
+                        self.fail(str(e))
+                    row = None
+                    if self.step % cfg["log_every"] == 0 or self.step == total:
+                        seconds = time.perf_counter() - tick_time
+                        row = self.log((self.step - tick_step) * cfg["batch_size"] / max(seconds, 1e-9))
+                        tick_step, tick_time = self.step, time.perf_counter()
+                        bar.update(task, loss=" ".join(f"{k} {row[k]:.4f}" for k in row if k.startswith("loss")), ips=f"{row['img_per_s']:.1f}")
+                    bar.update(task, completed=self.step)
+                    if self.step % cfg["sample_every"] == 0 or self.step == total:
+                        self.sample_grid()
+                        tick_time = time.perf_counter()  # img/s counts training only
+                    if self.step % cfg["checkpoint_every"] == 0 or self.step == total:
+                        self.save()
+                        tick_time = time.perf_counter()
+                        if self.is_main:
+                            losses = " ".join(f"{k} {v:.4f}" for k, v in (row or {}).items() if k.startswith("loss"))
+                            bar.console.print(f"step {self.step}/{total}  kimg {self.step * cfg['batch_size'] / 1000:.1f}  {losses}  checkpoint saved")
+            if self.stop_requested:
+                self.save()
+                raise KeyboardInterrupt(f"stopped at step {self.step}; checkpoint saved; continue with --resume")
+            if self.is_main:
+                with self.ema_weights(), atomic_dir(self.out / "model", overwrite=True) as tmp:
+                    self.family.export(self.built, cfg, tmp)
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            acc.end_training()
+
+    def request_stop(self, signum, frame) -> None:
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print("\nCtrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)")
+
+    def log(self, images_per_second: float) -> dict:
+        sums = {k: float(v) for k, v in self.loss_sums.items()}  # one sync per log_every steps
+        self.loss_sums = {}
+        count = (self.step - 1) % self.cfg["log_every"] + 1
+        row = {"step": self.step, "kimg": self.step * self.cfg["batch_size"] / 1000, **{k: v / count for k, v in sums.items()},
+               "lr": self.lr_schedules[self.built.phases[0].name].get_last_lr()[0], "img_per_s": images_per_second}
+        if not all(np.isfinite(v) for v in sums.values()):
+            self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in sums.items() if not np.isfinite(v))} between steps {self.step - count} and {self.step}")
+        if self.is_main:
+            self.metrics.append(row)
+        self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+        return row
+
+    def fail(self, reason: str) -> None:
+        last = latest_checkpoint(self.out / "checkpoints")
+        keep = f"the last good checkpoint is {last} (continue from it with --resume, e.g. with a lower lr)" if last else "no checkpoint was written"
+        raise Diverged(f"training stopped: {reason}; {keep}")
+
+    # ---- artefacts --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Swap the EMA weights in (and the training RNG state out of harm's way) for a while."""
+        rng = rng_state()
+        for name, ema in self.emas.items():
+            ema.store(self.nets[name].parameters())
+            ema.copy_to(self.nets[name].parameters())
+        try:
+            yield
+        finally:
+            for name, ema in self.emas.items():
+                ema.restore(self.nets[name].parameters())
+            set_rng_state(rng)
+
+    def sample_grid(self) -> None:
+        from facegen.sample import generate, load_generator
+
+        self.check_finite()
+        if self.is_main:
+            seeds = parse_seeds(self.cfg["sample_seeds"])
+            with self.ema_weights(), tempfile.TemporaryDirectory() as tmp:
+                if hasattr(self.family, "generator"):  # in-memory; otherwise through an export
+                    generator = self.family.generator(self.built, self.cfg)
+                else:
+                    self.family.export(self.built, self.cfg, Path(tmp))
+                    generator = load_generator(tmp, device=str(self.accelerator.device))
+                images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
+            save_samples(self.out / "samples", self.step, images)
+            plot_losses(self.metrics.rows(), self.out / "loss.png")
+        self.accelerator.wait_for_everyone()
+
+    def check_finite(self) -> None:
+        """Stop before a NaN/inf reaches a checkpoint or a grid (one sync)."""
+        bad = {k: float(v) for k, v in self.loss_sums.items() if not torch.isfinite(v).all()}
+        if bad:
+            self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in bad.items())} before step {self.step}")
+
+    def save(self) -> None:
+        from accelerate.utils import gather_object
+
+        self.check_finite()
+
+        acc = self.accelerator
+        rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+        if self.is_main:
+            state = {"step": self.step, "images_seen": self.step * self.cfg["batch_size"], "data_position": self.position,
+                     "world_size": acc.num_processes, "time": time.time()}
+            save_checkpoint(self.out / "checkpoints", state, self.nets, self.emas, self.optimizers, self.lr_schedules, rngs)
+            rotate_checkpoints(self.out / "checkpoints", self.cfg["keep_checkpoints"])
+            plot_losses(self.metrics.rows(), self.out / "loss.png")
+        acc.wait_for_everyone()
+
+    def restore(self, folder: Path) -> None:
+        acc = self.accelerator
+        state, rng = load_checkpoint(folder, self.nets, self.emas, self.optimizers, self.lr_schedules, acc.process_index)
+        for ema in self.emas.values():
+            ema.to(acc.device)
+        self.step, self.position = state["step"], state["data_position"]
+        if rng is not None and state["world_size"] == acc.num_processes:
+            set_rng_state(rng)
+        else:  # a different process count: same data order and weights, fresh noise streams
+            seed_everything(self.cfg["seed"] + 1000003 * self.step + acc.process_index)
+        if self.is_main:
+            self.metrics.truncate_after(self.step)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_numerics(cfg: dict) -> None:
+    """The one place numerics are set (STYLE G6): TF32 on for GPU matmuls/convs, cudnn autotuning."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; workers ignore it so the main process can
+    # finish its step and checkpoint with the data it still needs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, start: int, total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+               TextColumn("{task.fields[ips]} img/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+        yield bar, bar.add_task("train", total=total, completed=start, loss="loss -", ips="-")
+
+
+def resolved_yaml(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
