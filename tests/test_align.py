@@ -223,3 +223,17 @@ def test_eye_spread_is_the_std_of_eye_centres():
     assert spread["right_y_std"] == pytest.approx(0.01)
     assert spread["max_std"] == pytest.approx(0.02)
     assert eye_spread([FaceCheck(0)])["max_std"] is None
+
+
+def test_data_info_prints_eye_centre_agreement(faces, tmp_path):
+    from typer.testing import CliRunner
+
+    from facegen.cli import app
+    from facegen.data.store import write_store
+
+    aligned = np.stack([crop_align(f, SIZE)[0] for f in faces])
+    write_store(tmp_path / "store", {"train": aligned}, {"size": SIZE, "crop": "align"})
+    result = CliRunner().invoke(app, ["data", "info", str(tmp_path / "store"), "--eyes", "4", "--sheet", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "eye centres: face found in 4/4 random faces" in result.output
+    assert "(max 0." in result.output  # under 1% of the side for these four

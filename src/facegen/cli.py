@@ -84,6 +84,7 @@ def data_info(
     sheet: Optional[Path] = typer.Option(None, help="Contact sheet PNG to write; default STORE/contact-sheet.png, or STORE-contact-sheet.png beside a read-only store."),
     faces: int = typer.Option(64, min=1, max=1024, help="Random faces on the contact sheet."),
     seed: int = typer.Option(0, help="Chooses the faces on the sheet."),
+    eyes: int = typer.Option(500, min=0, help="Random faces run through the face check to print how well eye centres agree (0: skip)."),
 ) -> None:
     """Summarise a face store (source, crop, splits, skipped files) and write a contact sheet.
 
@@ -96,6 +97,10 @@ def data_info(
     from facegen.data.info import store_info
 
     store_info(store, sheet=sheet, faces=faces, seed=seed)
+    if eyes:
+        from facegen.data.align import print_eye_spread
+
+        print_eye_spread(store, faces=eyes, seed=seed)
 
 
 # ---- train (issue: training loop) ------------------------------------------------------

@@ -226,3 +226,28 @@ def eye_spread(checks: list[FaceCheck]) -> dict:
     out["max_std"] = float(eyes.std(0).max())
     out["roll_std_deg"] = float(np.std([c.roll_deg for c in found]))
     return out
+
+
+def print_eye_spread(store, faces: int = 500, seed: int = 0) -> dict:
+    """Run the face check on up to `faces` random training faces of a store; print and return eye_spread.
+
+    A sample keeps `facegen data info` fast (~10 ms a face); 500 faces put the std within
+    about 3% of its value over the whole store.
+    """
+    from rich.console import Console
+    from rich.progress import track
+
+    from facegen.data.store import FaceStore
+
+    store = store if isinstance(store, FaceStore) else FaceStore(store)
+    train = store.split("train")
+    picks = np.sort(np.random.default_rng(seed).choice(len(train), min(faces, len(train)), replace=False))
+    console = Console(stderr=True)
+    checks = [check_faces(train[i][None])[0] for i in track(picks, description="face check", console=console, transient=True)]
+    spread = eye_spread(checks)
+    line = f"eye centres: face found in {spread['detected']}/{spread['n']} random faces"
+    if spread["max_std"] is not None:
+        line += (f"; std left eye x {spread['left_x_std']:.2%} y {spread['left_y_std']:.2%}, right eye "
+                 f"x {spread['right_x_std']:.2%} y {spread['right_y_std']:.2%} of the side (max {spread['max_std']:.2%})")
+    Console().print(line, markup=False)
+    return spread
