@@ -87,3 +87,13 @@ def test_bad_arguments_are_user_errors(celeba_dir, tmp_path):
         prepare(celeba_dir, tmp_path / "s", size=16, crop_options={"zoom": 1.2}, progress=False)
     assert not (tmp_path / "s").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left behind
+
+
+def test_an_interrupted_write_leaves_no_half_store(celeba_dir, tmp_path, monkeypatch):
+    def interrupted_save(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("facegen.data.store.np.save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(celeba_dir, tmp_path / "s", size=16, limit=4, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the store nor its temporary folder

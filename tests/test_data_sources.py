@@ -68,8 +68,8 @@ def test_tar_gives_the_same_faces_as_the_folder(tmp_path, folder_store, mode, su
     assert store.content_hash == folder_store.content_hash
 
 
-@pytest.mark.parametrize("partition_file", ["list_eval_partition.txt", "list_eval_partition.csv"])
-def test_celeba_layout_keeps_its_train_val_test_split(tmp_path, partition_file):
+@pytest.mark.parametrize("partition_file, as_zip", [("list_eval_partition.txt", False), ("list_eval_partition.csv", True)])
+def test_celeba_layout_keeps_its_train_val_test_split(tmp_path, partition_file, as_zip):
     photos = list(_photos(7).values())
     files = {f"img_align_celeba/{i + 1:06d}.png": data for i, data in enumerate(photos)}
     # 3 train, 2 val, 1 test; the 7th image is not listed and must be reported.
@@ -79,11 +79,18 @@ def test_celeba_layout_keeps_its_train_val_test_split(tmp_path, partition_file):
     else:
         files[partition_file] = "".join(f"{n} {s}\n" for n, s in rows).encode()
     files["list_attr_celeba.txt"] = b"attributes are not photos\n"
-    store = _prepare(_write_folder(tmp_path / "celeba", files), tmp_path / "store", holdout=1)
+    src = _write_folder(tmp_path / "celeba", files)
+    if as_zip:  # the Kaggle download: everything inside one folder of a zip
+        src = tmp_path / "celeba.zip"
+        with zipfile.ZipFile(src, "w") as z:
+            for name, data in files.items():
+                z.writestr(f"celeba/{name}", data)
+    store = _prepare(src, tmp_path / "store", holdout=1)
 
-    assert store.manifest["source"]["kind"] == "celeba-folder"
+    assert store.manifest["source"]["kind"] == ("celeba-zip" if as_zip else "celeba-folder")
     assert store.manifest["splits"] == {"train": 2, "holdout": 1, "val": 2, "test": 1}
-    assert store.manifest["skipped"] == [{"file": "img_align_celeba/000007.png", "reason": "not listed in list_eval_partition"}]
+    unlisted = ("celeba/" if as_zip else "") + "img_align_celeba/000007.png"
+    assert store.manifest["skipped"] == [{"file": unlisted, "reason": "not listed in list_eval_partition"}]
 
 
 def test_hf_dataset_saved_to_disk(tmp_path, folder_store, monkeypatch):

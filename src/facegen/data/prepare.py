@@ -153,12 +153,16 @@ def _run(items: Iterable, task: dict, workers: int | None, advance) -> Iterator[
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
-        for chunk in chunks:
-            pending.append((len(chunk), pool.submit(_process_chunk, chunk, **task)))
-            if len(pending) >= CHUNKS_IN_FLIGHT * workers:
+        try:
+            for chunk in chunks:
+                pending.append((len(chunk), pool.submit(_process_chunk, chunk, **task)))
+                if len(pending) >= CHUNKS_IN_FLIGHT * workers:
+                    yield from _finish(pending.popleft(), advance)
+            while pending:
                 yield from _finish(pending.popleft(), advance)
-        while pending:
-            yield from _finish(pending.popleft(), advance)
+        except BaseException:  # Ctrl-C: drop queued chunks instead of decoding them first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _finish(entry, advance) -> list[Result]:
