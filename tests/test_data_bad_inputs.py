@@ -114,3 +114,15 @@ def test_allow_upscale_keeps_small_photos(tmp_path):
     (tmp_path / "photos" / "tiny.png").write_bytes(_encode(_noise(8, side=16), "PNG"))
     store = prepare(tmp_path / "photos", tmp_path / "store", size=32, crop="center", allow_upscale=True, workers=1, progress=False)
     assert store.split("train").shape == (1, 32, 32, 3) and store.manifest["skipped"] == []
+
+
+def test_big_jpegs_decode_at_reduced_scale_to_the_same_face():
+    from facegen.data.transforms import crop_center
+
+    y, x = np.mgrid[0:1200, 0:1600]
+    smooth = np.stack([x / 8 % 256, y / 6 % 256, (x + y) / 15 % 256], -1).astype(np.uint8)
+    data = _encode(Image.fromarray(smooth), "JPEG", quality=92)
+    full, reduced = decode_rgb(data), decode_rgb(data, min_side=96)
+    assert full.shape == (1200, 1600, 3) and reduced.shape == (150, 200, 3)  # 1/8 scale
+    diff = np.abs(crop_center(full, 32).astype(int) - crop_center(reduced, 32))
+    assert diff.mean() < 1 and diff.max() <= 3

@@ -19,14 +19,21 @@ from facegen.data.transforms import Skip
 IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode one photo file to uint8 (H, W, 3), upright."""
+def decode_rgb(data: bytes, min_side: int | None = None) -> np.ndarray:
+    """Decode one photo file to uint8 (H, W, 3), upright.
+
+    With `min_side`, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling) while both sides stay >= min_side: a 12-megapixel photo bound for a 64 px
+    face then decodes several times faster, with no visible loss.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
         raise Skip("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if min_side and img.format == "JPEG":
+                img.draft(img.mode, (min_side, min_side))
             img.load()  # decodes now: truncated/corrupt data fails here, not later
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)

@@ -192,7 +192,9 @@ def _process_one(name, payload, crop, size, allow_upscale, crop_options) -> Resu
     try:
         if isinstance(payload, Skip):
             raise payload
-        image = decode_rgb(payload)
+        # The square crops are resized to `size` anyway: decoding big JPEGs at >= 3x that
+        # loses nothing. Alignment finds landmarks at full resolution.
+        image = decode_rgb(payload, min_side=None if crop == "align" else 3 * size)
         pixel_hash = hashlib.sha1(str(image.shape).encode() + image.tobytes()).hexdigest()
         return Result(name, crop_faces(image, crop, size, allow_upscale, crop_options), None, pixel_hash)
     except Skip as e:
