@@ -120,19 +120,20 @@ def test_default_keeps_the_largest_face(faces):
     assert diff(aligned, big_alone) < diff(aligned, small_alone)
 
 
-def test_output_depends_on_landmarks_not_on_the_detector(faces):
+@pytest.mark.parametrize("other", ["haar", "cnn"])
+def test_output_depends_on_landmarks_not_on_the_detector(faces, other):
     photo = paste(background(320, 320, seed=3), faces[3], 60, 60)
     by_hog = find_faces(photo, detector="hog")[0]
-    by_haar = find_faces(photo, detector="haar")[0]
-    assert by_hog.detector == "hog" and by_haar.detector == "haar"
-    assert by_hog.box != by_haar.box  # different boxes...
+    by_other = find_faces(photo, detector=other)[0]
+    assert by_hog.detector == "hog" and by_other.detector == other
+    assert by_hog.box != by_other.box  # different boxes...
     hog = crop_align(photo, SIZE, detector="hog")[0].astype(np.float32)
-    haar = crop_align(photo, SIZE, detector="haar")[0].astype(np.float32)
-    # ...nearly the same face square: under 2% of the face square in eye position.
-    quad_hog, quad_haar = (ffhq_quad(keypoints(f.landmarks)) for f in (by_hog, by_haar))
+    aligned = crop_align(photo, SIZE, detector=other)[0].astype(np.float32)
+    # ...nearly the same face square: corners within 2% of its side, pixels within ~2%.
+    quad_hog, quad_other = (ffhq_quad(keypoints(f.landmarks)) for f in (by_hog, by_other))
     side = np.hypot(*(quad_hog[3] - quad_hog[0]))
-    assert np.abs(quad_hog - quad_haar).max() < 0.02 * side
-    assert np.abs(hog - haar).mean() < 6.0
+    assert np.abs(quad_hog - quad_other).max() < 0.02 * side
+    assert np.abs(hog - aligned).mean() < 6.0
 
 
 def test_five_point_landmarks_align_too(faces):
@@ -192,6 +193,16 @@ def test_pictures_without_a_face_are_skipped(kind):
     with pytest.raises(Skip) as caught:
         crop_align(picture, SIZE)
     assert caught.value.reason == "no face found"
+
+
+def test_grey_and_rgba_photos_align_and_bad_arrays_are_skipped(faces):
+    grey = cv2.cvtColor(faces[0], cv2.COLOR_RGB2GRAY)
+    rgba = np.dstack([faces[0], np.full(faces[0].shape[:2], 255, np.uint8)])
+    for photo in (grey, rgba):
+        (aligned,) = crop_align(photo, SIZE)
+        assert aligned.shape == (SIZE, SIZE, 3)
+    with pytest.raises(Skip, match="face detection failed: expected a uint8 picture"):
+        crop_align(faces[0].astype(np.float32), SIZE)
 
 
 def test_models_load_once_per_process():
