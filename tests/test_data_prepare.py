@@ -57,6 +57,8 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_store(celeba_dir, tmp_p
         prepare(celeba_dir, tmp_path / "holiday", size=16, limit=4, overwrite=True, progress=False)
     with pytest.raises(FacegenError, match="would replace the source"):
         prepare(tmp_path / "holiday", tmp_path / "holiday", size=16, overwrite=True, progress=False)
+    with pytest.raises(FacegenError, match="inside the source"):
+        prepare(tmp_path / "holiday", tmp_path / "holiday" / "store", size=16, progress=False)
     assert (tmp_path / "holiday" / "beach.jpg").read_bytes() == b"precious"
 
 

@@ -116,6 +116,8 @@ def _check_out(src, out: Path, overwrite: bool) -> None:
         src_path, out_path = Path(src).resolve(), out.resolve()
         if src_path == out_path or out_path in src_path.parents:
             raise FacegenError(f"--out {out} would replace the source {src}; choose another --out")
+        if src_path in out_path.parents:  # the next prepare would read the store as photos
+            raise FacegenError(f"--out {out} is inside the source {src}; choose a folder outside it")
     if out.exists():
         if not overwrite:
             raise FacegenError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
