@@ -5,6 +5,8 @@
 Writes bench/results/prepare.json. The baseline (one worker, no process pool) runs in the
 same invocation on the same files, so the ratio holds whatever the machine. Each variant
 runs once after a warm-up pass that fills the page cache (we time decoding, not the disk).
+On a shared machine wall time depends on what else runs: the load average is recorded,
+and CPU milliseconds per image give the cost of the work itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -22,14 +25,27 @@ from facegen.data.prepare import prepare
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed_prepare(src: Path, size: int, workers: int, limit: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        load, cpu, started = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
         store = prepare(src, Path(tmp) / "store", size=size, crop="celeba", holdout=(limit or 10_000) // 10, limit=limit, workers=workers, progress=False)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         faces = store.manifest["counts"]["faces"]
-        return {"workers": workers, "faces": faces, "seconds": round(seconds, 2),
-                "images_per_s": round(faces / seconds, 1), "content_hash": store.content_hash}
+        return {
+            "workers": workers,
+            "faces": faces,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(faces / seconds, 1),
+            "cpu_ms_per_image": round(1000 * cpu / faces, 3),  # work per image, whatever else runs
+            "load_average_before": round(load, 2),  # other processes competing for the cores
+            "content_hash": store.content_hash,
+        }
 
 
 def main() -> None:
