@@ -32,6 +32,8 @@ class HFSource(Source):
         self.dataset = dataset.cast_column(self.column, datasets.Image(decode=False))
         self.split = dataset.split or split or "train"
         self.names = [f"{i:09d}" for i in range(len(dataset))]  # row numbers, sortable
+        if not self.names:
+            raise FacegenError(f"{self.location} has no rows; pick a split that holds images")
 
     def describe(self) -> dict:
         return {**super().describe(), "split": str(self.split)}
