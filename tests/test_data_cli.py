@@ -19,7 +19,7 @@ def test_prepare_then_info_writes_store_and_contact_sheet(celeba_dir, tmp_path):
     done = facegen("data", "prepare", celeba_dir, "--out", tmp_path / "s", "--size", "32", "--limit", "40", "--holdout", "8")
     assert done.returncode == 0, done.stderr
     assert "32 train + 8 holdout faces at 32x32" in done.stderr
-    info = facegen("data", "info", tmp_path / "s", "--faces", "16")
+    info = facegen("data", "info", tmp_path / "s", "--faces", "16", "--eyes", "0")  # eye check: tests/test_align.py
     assert info.returncode == 0, info.stderr
     assert "train 32, holdout 8" in info.stdout
     sheet = np.asarray(Image.open(tmp_path / "s" / "contact-sheet.png"))
