@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "family": "ddpm",
     "name": None,                  # run name shown in exports and /info; None = the run folder's name
     "data": None,                  # the face store; set by `facegen train --data` (the ae family reads it at export)
+    "data": None,                  # the face store's path, recorded by `facegen train --data`
     "resolution": None,            # pixels; None = the face store's resolution
     "batch_size": 32,              # global images per optimizer step (all processes, all accumulation steps)
     "steps": 10000,                # optimizer steps in total (a resumed run continues up to this)
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "mixed_precision": "auto",     # auto = bf16 on GPU, no on CPU; or no, bf16, fp16
     "channels_last": False,        # memory format of the nets and batches
     "compile": False,              # torch.compile the trained nets
+    "threads": None,               # torch CPU threads; None = torch's default (one per core). 1 wins on a busy machine
     "num_workers": 0,              # DataLoader worker processes (0 = load in the training process)
     "hflip": True,                 # flip faces left-right (deterministically per data position)
     "tensorboard": True,           # also log to RUN/tensorboard through accelerate's tracker

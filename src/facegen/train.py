@@ -52,8 +52,21 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
         raise FacegenError(f"{out}/checkpoints has no checkpoint to resume from; start again without --resume")
     if not resume and latest_checkpoint(out / "checkpoints") is not None:
         raise FacegenError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    Loop(cfg, store, out, resume).fit()
+    try:
+        Loop(cfg, store, out, resume).fit()
+    except torch.cuda.OutOfMemoryError:
+        raise FacegenError(out_of_memory_advice(cfg)) from None
     return cfg
+
+
+def out_of_memory_advice(cfg: dict) -> str:
+    """One line for a CUDA out-of-memory error: the generic fix, plus the family's own, if any."""
+    accum = cfg["grad_accum"]
+    advice = (f"GPU out of memory with micro-batches of {cfg['batch_size'] // accum} image(s) per process; "
+              f"raise grad_accum (e.g. grad_accum={accum * 2}: same batch_size, half the images per pass)")
+    family_advice = getattr(get_family(cfg["family"]), "memory_advice", None)  # optional: memory_advice(cfg) -> str
+    extra = family_advice(cfg) if family_advice else ""
+    return f"{advice}; {extra}" if extra else advice
 
 
 class Loop:
@@ -107,6 +120,7 @@ class Loop:
     # ---- data -------------------------------------------------------------------------
 
     def data_iterator(self, store: FaceStore):
+        from accelerate.utils import send_to_device
         from torch.utils.data import DataLoader
 
         from facegen.data.loader import FaceDataset
@@ -119,11 +133,15 @@ class Loop:
         sampler = StreamBatches(stream, self.micro_batch, self.position, acc.process_index, acc.num_processes)
         workers = self.cfg["num_workers"]
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
-                            worker_init_fn=_ignore_sigint if workers else None, persistent_workers=workers > 0)
+                            worker_init_fn=_ignore_sigint if workers else None, persistent_workers=workers > 0,
+                            generator=torch.Generator())  # own RNG: starting an iterator must not draw from the training RNG
         memory_format = torch.channels_last if self.cfg["channels_last"] else torch.contiguous_format
-        for images in loader:
+        for batch in loader:
             self.position += self.micro_batch * acc.num_processes
-            yield images.to(acc.device, non_blocking=True).contiguous(memory_format=memory_format)
+            if isinstance(batch, torch.Tensor):
+                yield batch.to(acc.device, non_blocking=True).contiguous(memory_format=memory_format)
+            else:  # a family's own dataset may yield tuples or dicts
+                yield send_to_device(batch, acc.device, non_blocking=True)
 
     # ---- one optimizer step of every phase ----------------------------------------------
 
@@ -308,7 +326,9 @@ def seed_everything(seed: int) -> None:
 
 
 def set_numerics(cfg: dict) -> None:
-    """The one place numerics are set (STYLE G6): TF32 on for GPU matmuls/convs, cudnn autotuning."""
+    """The one place numerics are set (STYLE G6): TF32 on for GPU matmuls/convs, cudnn autotuning, CPU threads."""
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True

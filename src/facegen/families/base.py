@@ -78,6 +78,18 @@ class Generator(Protocol):
 
 
 class Family(Protocol):
+    """Required: name, build, export, load_generator. Optional (the loop checks with hasattr):
+
+    model_defaults: dict   the family's `model:` keys with their defaults. config.load_config
+                           fills missing keys from it and refuses keys not in it, so the
+                           resolved RUN/config.yaml shows every model option.
+    generator(built, cfg)  a Generator on the live training nets (EMA weights swapped in by
+                           the loop) for the sample grids during training; without it the loop
+                           exports to a temporary folder and calls load_generator.
+    Export must also write facegen.json with at least {"family": name} into out_dir:
+    facegen.sample.load_generator reads it to find the family of RUN/model/.
+    """
+
     name: str
 
     def build(self, cfg: dict, resolution: int) -> Built:

@@ -43,7 +43,7 @@ def make_unet(
     block_out_channels: list[int],       # channels per level; the level count sets the downsamplings
     layers_per_block: int = 2,           # ResNet blocks per level
     attention_resolutions: list[int] = (16,),  # feature-map sizes (pixels) that get self-attention
-    attention_head_dim: int = 8,
+    attention_head_dim: int = 8,         # channels per attention head (capped at the narrowest level)
     dropout: float = 0.0,
     norm_num_groups: int | None = None,  # GroupNorm groups; None = 32 or the largest that divides every level
     weight_standardized: bool = False,   # standardise the ResNet conv weights (see module docstring)
@@ -63,7 +63,7 @@ def make_unet(
         layers_per_block=layers_per_block,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-        attention_head_dim=attention_head_dim,
+        attention_head_dim=min(attention_head_dim, *block_out_channels),  # at least one head per attention layer
         dropout=dropout,
         norm_num_groups=groups,
     )

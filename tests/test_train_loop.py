@@ -1,0 +1,151 @@
+"""The training loop: exact resume, NaN and Ctrl-C handling, atomic checkpoints, rotation, data order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facegen.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rotate_checkpoints, save_checkpoint
+from facegen.data.store import write_store
+from facegen.data.stream import FaceStream, StreamBatches
+from facegen.families.base import Diverged
+from facegen.families.ddpm.loss import DenoisingLoss
+from facegen.train import train
+
+# A 42k-parameter UNet at 16x16: a step takes milliseconds, yet every part of the loop runs.
+TINY = [
+    "resolution=16", "model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.attention_resolutions=[]",
+    "batch_size=4", "grad_accum=2", "log_every=1", "tensorboard=false", "sample_seeds=0-1",
+    "sample_options={sampler: ddim, steps: 2}", "sample_every=100", "ema.decay=0.9", "warmup_steps=2", "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def store16(tmp_path_factory):
+    """24 synthetic 16x16 'faces' (smooth random blobs): enough to exercise order and flips."""
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 256, (24, 4, 4, 3)).astype(np.uint8)
+    faces = low.repeat(4, axis=1).repeat(4, axis=2)  # (24, 16, 16, 3)
+    return write_store(tmp_path_factory.mktemp("store") / "s16", {"train": faces}, {"size": 16, "source": "synthetic"}).path
+
+
+def net_weights(checkpoint) -> dict:
+    return load_file(checkpoint / "nets" / "unet.safetensors")
+
+
+def test_resume_continues_the_exact_trajectory(store16, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train("ddpm-tiny32", store16, whole, TINY + ["checkpoint_every=2"], steps=4)
+    train("ddpm-tiny32", store16, split, TINY + ["checkpoint_every=2"], steps=2)
+    train("ddpm-tiny32", store16, split, [], steps=4, resume=True)
+
+    a, b = latest_checkpoint(whole / "checkpoints"), latest_checkpoint(split / "checkpoints")
+    assert json.loads((b / "state.json").read_text())["step"] == 4
+    for key, value in net_weights(a).items():
+        torch.testing.assert_close(net_weights(b)[key], value, rtol=0, atol=1e-6, msg=key)
+    ema_a = torch.load(a / "ema" / "unet.pt", weights_only=True)
+    ema_b = torch.load(b / "ema" / "unet.pt", weights_only=True)
+    assert ema_a["optimization_step"] == ema_b["optimization_step"] == 4
+    for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]):
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-6)
+    # The metrics of the resumed run are one line per step, without repeats.
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert (split / "model" / "facegen.json").is_file() and (split / "samples" / "strip.png").is_file()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store16, tmp_path, monkeypatch):
+    real_call, calls = DenoisingLoss.__call__, []
+
+    def poisoned(self, phase, nets, images):
+        loss, logs = real_call(self, phase, nets, images)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) > 4 else loss), logs  # 2 micro-batches per step: NaN from step 3
+
+    monkeypatch.setattr(DenoisingLoss, "__call__", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(Diverged, match=r"loss became loss=nan.*last good checkpoint is .*step-000002"):
+        train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=2"], steps=6)
+    assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [2]
+    assert not (run / "model").exists()
+    weights = net_weights(latest_checkpoint(run / "checkpoints"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_ctrl_c_saves_a_checkpoint_then_stops(store16, tmp_path, monkeypatch):
+    real_call, calls = DenoisingLoss.__call__, []
+
+    def interrupted(self, phase, nets, images):
+        calls.append(1)
+        if len(calls) == 3:  # during step 2: the loop finishes it, saves, stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_call(self, phase, nets, images)
+
+    monkeypatch.setattr(DenoisingLoss, "__call__", interrupted)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=100"], steps=10)
+    assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def small_state():
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    return {"net": net}, {"main": optimizer}
+
+
+def test_a_killed_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
+    nets, optimizers = small_state()
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, {"step": 5}, nets, {}, optimizers, {}, [{}])
+    before = {k: v.clone() for k, v in nets["net"].state_dict().items()}
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)  # dies inside the temporary folder, mid-save
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(root, {"step": 6}, nets, {}, optimizers, {}, [{}])
+    monkeypatch.undo()
+    assert sorted(p.name for p in root.iterdir()) == ["step-000005"]  # no step-000006, no temp folder
+    with torch.no_grad():
+        nets["net"].weight.zero_()
+    state, _ = load_checkpoint(root / "step-000005", nets, {}, optimizers, {})
+    assert state["step"] == 5
+    torch.testing.assert_close(nets["net"].state_dict()["weight"], before["weight"])
+
+
+def test_rotation_keeps_the_newest_by_stored_step(tmp_path):
+    root = tmp_path / "checkpoints"
+    # Folder names disagree with the stored steps on purpose: only state.json counts.
+    for name, step in [("a", 30), ("b", 10), ("c", 20), ("d", 40)]:
+        (root / name).mkdir(parents=True)
+        (root / name / "state.json").write_text(json.dumps({"step": step}))
+    (root / ".step-000050.tmp").mkdir()  # an unfinished save is never a checkpoint
+    deleted = rotate_checkpoints(root, keep=2)
+    assert sorted(p.name for p in deleted) == ["b", "c"]
+    assert [step for step, _ in list_checkpoints(root)] == [30, 40]
+    assert latest_checkpoint(root).name == "d"
+
+
+def test_data_order_is_the_same_for_any_process_count_and_resumes():
+    stream = FaceStream(10, seed=3, hflip=True)
+    one = [item for batch, _ in zip(StreamBatches(stream, 4), range(6)) for item in batch]  # 24 positions: 2.4 epochs
+    two = [StreamBatches(FaceStream(10, 3, True), 2, rank=r, world_size=2) for r in range(2)]
+    merged = []
+    for b0, b1, _ in zip(*two, range(6)):
+        merged += b0 + b1
+    assert merged == one
+    assert sorted(i for i, _ in one[:10]) == list(range(10))  # each epoch is a permutation
+    assert any(flip for _, flip in one) and not all(flip for _, flip in one)
+    resumed = next(iter(StreamBatches(FaceStream(10, 3, True), 4, start=8)))
+    assert resumed == one[8:12]
