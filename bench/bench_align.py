@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from facegen.data.align import check_faces, crop_align
+from facegen.data.landmarks import preload
 from facegen.data.transforms import Skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def align_all(photos: np.ndarray, size: int) -> int:
 def warm_up(size: int) -> None:
     """Load the detector and landmark models in this process (once per worker)."""
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would only compete
-    align_all(np.zeros((1, 64, 64, 3), np.uint8), size)
+    preload()
 
 
 def timed(photos: np.ndarray, size: int, processes: int) -> dict:

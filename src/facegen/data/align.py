@@ -83,31 +83,40 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int) -> np.ndarray:
     quad = np.asarray(quad, dtype=np.float64)
     qsize = _quad_side(quad)
 
-    # Cut out the square's bounding box plus a border, padding where it leaves the photo.
-    border = max(int(np.rint(qsize * 0.1)), 3)
-    x0, y0 = np.floor(quad.min(0)).astype(int) - border
-    x1, y1 = np.ceil(quad.max(0)).astype(int) + border
+    # Cut out the part of the photo under the square's bounding box plus a border.
+    lo, hi = _bounds(quad, qsize)
     h, w = image.shape[:2]
-    pad = (max(-x0, 0), max(-y0, 0), max(x1 - w, 0), max(y1 - h, 0))  # left, top, right, bottom
-    patch = image[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
-    quad = quad - [max(x0, 0), max(y0, 0)]
-    if max(pad) > 0:
-        patch, offset = _pad_like_ffhq(patch, pad, qsize)
-        quad = quad + offset
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    patch = image[y0 : min(hi[1], h), x0 : min(hi[0], w)]
+    quad = quad - [x0, y0]
 
     # Shrink by an integer factor first (area filter) so the final resample is at most
-    # ~4x, as FFHQ does; then sample the square at ~1 px per source px and area-resize.
+    # ~4x, as FFHQ does; the square is then sampled at ~1 px per source px and area-resized.
     shrink = int(np.floor(qsize / size * 0.5))
     if shrink > 1:
         ph, pw = patch.shape[:2]
         patch = cv2.resize(patch, (max(1, round(pw / shrink)), max(1, round(ph / shrink))), interpolation=cv2.INTER_AREA)
         quad = (quad + 0.5) * [patch.shape[1] / pw, patch.shape[0] / ph] - 0.5
         qsize = _quad_side(quad)
+
+    # Pad where the square leaves the photo; a few pixels over the edge are left to the
+    # warp's reflecting border, as in FFHQ (`max(pad) > border - 4`).
+    lo, hi = _bounds(quad, qsize)
+    pad = (max(-lo[0], 0), max(-lo[1], 0), max(hi[0] - patch.shape[1], 0), max(hi[1] - patch.shape[0], 0))
+    if max(pad) > max(int(np.rint(qsize * 0.1)), 3) - 4:
+        patch, offset = _pad_like_ffhq(patch, pad, qsize)
+        quad = quad + offset
     side = max(size, int(np.ceil(qsize)))
     out = cv2.warpAffine(patch, _square_to_quad(quad, side), (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     if side != size:
         out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def _bounds(quad: np.ndarray, qsize: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (x, y) corners of the square's bounding box grown by FFHQ's border (10%)."""
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    return np.floor(quad.min(0)).astype(int) - border, np.ceil(quad.max(0)).astype(int) + border
 
 
 def _square_to_quad(quad: np.ndarray, side: int) -> np.ndarray:
@@ -131,17 +140,19 @@ def _pad_like_ffhq(patch: np.ndarray, pad: tuple[int, int, int, int], qsize: flo
     """
     pad = np.maximum(pad, max(1, int(np.rint(qsize * 0.3))))  # FFHQ pads generously once it pads at all
     left, top, right, bottom = (int(p) for p in pad)
-    img = np.pad(patch.astype(np.float32), ((top, bottom), (left, right), (0, 0)), mode="reflect")
-    h, w = img.shape[:2]
-    y, x = np.ogrid[:h, :w]
-    # 0 inside the photo, rising to 1 at the outer edge of the padding.
-    mask = np.maximum(
-        1.0 - np.minimum(x / left, (w - 1 - x) / right).astype(np.float32),
-        1.0 - np.minimum(y / top, (h - 1 - y) / bottom).astype(np.float32),
-    )[:, :, None]
-    blur = max(qsize * 0.02, 0.5)
-    img += (cv2.GaussianBlur(img, (0, 0), blur) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    padded = np.pad(patch, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    h, w = padded.shape[:2]
+    y, x = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+    # Below 0 inside the photo, 0 at its edge, rising to 1 at the outer edge of the padding.
+    mask = np.maximum(1.0 - np.minimum(x / left, (w - 1 - x) / right), 1.0 - np.minimum(y / top, (h - 1 - y) / bottom))[:, :, None]
+    # Blurring the uint8 picture is ~3x faster than float and differs by under one level.
+    img = padded.astype(np.float32)
+    blurred = cv2.GaussianBlur(padded, (0, 0), max(qsize * 0.02, 0.5)).astype(np.float32)
+    img += (blurred - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    # The median colour of a ~10,000-pixel subsample: the same colour as FFHQ's full median
+    # to within a level or two, for a fraction of the time.
+    step = max(1, int(np.sqrt(h * w / 10_000)))
+    img += (np.median(img[::step, ::step], axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), np.array([left, top], dtype=np.float64)
 
 

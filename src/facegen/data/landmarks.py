@@ -79,6 +79,12 @@ def _model(name: str):
     return _MODELS[name]
 
 
+def preload(detector: str = "hog", landmarks: int = 68) -> None:
+    """Load the models a worker process will need now, not on its first photo (pool initialisers)."""
+    for name in (detector, "hog", "haar", f"lm{landmarks}"):
+        _model(name)
+
+
 def _model_file(filename: str) -> Path:
     path = models_dir() / filename
     if not path.is_file():
@@ -117,8 +123,7 @@ def find_faces(
 
     # Detect on a copy resized into [min_side, DETECT_MAX_SIDE]; `scale` maps back.
     h, w = image.shape[:2]
-    scale = max(1.0, min_side / min(h, w))
-    scale = min(scale, DETECT_MAX_SIDE / max(h, w)) if max(h, w) * scale > DETECT_MAX_SIDE else scale
+    scale = min(max(1.0, min_side / min(h, w)), DETECT_MAX_SIDE / max(h, w))
     work = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
     gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
 
