@@ -6,6 +6,7 @@ Heavy imports (torch, diffusers) happen inside the commands so `facegen --help` 
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -116,6 +117,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint, exactly where it stopped."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="Latent diffusion (ldm-* presets): the trained autoencoder run (an ae-* run) whose latents it learns; same as model.autoencoder=PATH."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Stable Diffusion (sd-* presets): a StableDiffusionPipeline folder or hub id, e.g. CompVis/stable-diffusion-v1-4; same as model.pretrained=PATH."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion (sd-* presets): the one training prompt; same as model.prompt=TEXT."),
 ) -> None:
     """Train a face generator on a face store; writes RUN/model/ (diffusers format) at the end.
 
@@ -132,10 +135,14 @@ def train_command(
         facegen train ddpm-celeba64 --data stores/celeba64 --out runs/c64 --dry-run
 
         facegen train ae-tiny64 --data stores/utk64 --out runs/ae64 && facegen train ldm-tiny64 --data stores/utk64 --out runs/ldm64 --autoencoder runs/ae64
+
+        facegen train sd-finetune-celeba --data stores/celeba512 --out runs/sd --pretrained CompVis/stable-diffusion-v1-4 --prompt "A high-resolution photo of a face"
     """
     from facegen.train import resolved_yaml, train
 
     overrides = [*(overrides or []), *([f"model.autoencoder={autoencoder}"] if autoencoder else [])]
+    # json.dumps quotes the text, so YAML reads it back as this exact string (colons included).
+    overrides += [f"model.{key}={json.dumps(value)}" for key, value in (("pretrained", pretrained), ("prompt", prompt)) if value is not None]
     cfg = train(preset, data, out, overrides=overrides, steps=steps, resume=resume, dry_run=dry_run)
     if dry_run:
         typer.echo(resolved_yaml(cfg), nl=False)
@@ -157,6 +164,9 @@ def sample_command(
     seed: int = typer.Option(0, "--seed", min=0, help="First seed (with --n)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Explicit seeds instead of --n/--seed, e.g. 0-99,500."),
     batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass (does not change the images)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion: the prompt; default: the training prompt."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty)."),
 ) -> None:
     """Generate faces by seed into a folder; the same seed always gives the same face.
 
@@ -167,6 +177,8 @@ def sample_command(
         facegen sample runs/tiny32 --n 16 --out faces --sampler dpm++ --steps 20
 
         facegen sample runs/tiny32 --seeds 0-999 --out faces --sampler ddim --steps 50 --batch 64
+
+        facegen sample runs/sd --n 2900 --out faces --steps 50 --guidance-scale 7.5 --negative-prompt "tilted, cropped"
     """
     from facegen.sample import sample_to_folder
     from facegen.utils import parse_seeds
@@ -174,7 +186,8 @@ def sample_command(
     if (n is None) == (seeds is None):
         raise FacegenError("give either --n N (seeds --seed .. --seed+N-1) or --seeds LIST, e.g. --n 16 or --seeds 0-15")
     seed_list = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
-    options = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
+                                 ("negative_prompt", negative_prompt)) if v is not None}
     result = sample_to_folder(run, seed_list, out, batch_size=batch, **options)
     typer.echo(f"{result['written']} written, {result['skipped']} already there, {result['images_per_second']:.2f} img/s -> {out}")
 

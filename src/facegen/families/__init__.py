@@ -18,6 +18,10 @@ from facegen.families import ddpm as _ddpm  # noqa: E402
 
 FAMILIES["ddpm"] = _ddpm.FAMILY
 
+from facegen.families import sd as _sd  # noqa: E402
+
+FAMILIES["sd"] = _sd.FAMILY
+
 
 def get_family(name: str) -> Family:
     if name not in FAMILIES:

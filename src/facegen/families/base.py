@@ -56,6 +56,10 @@ class Built:
     loss: Loss
     ema: list[str] = field(default_factory=list)  # nets that get an EMA copy (exported instead of the raw weights)
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # used but never trained (VAE, text encoder)
+    # What the loop trains on instead of the store's faces (e.g. cached VAE latents): a Dataset
+    # of the store's training faces addressed by (index, flip) like data.stream.FlippedFaces;
+    # the loss receives its batches. None = the faces themselves.
+    dataset: Any = None
 
 
 class Generator(Protocol):
