@@ -21,10 +21,17 @@ import numpy as np
 from facegen.utils import FacegenError, save_png, to_uint8
 
 EXPORT_META = "facegen.json"
+# The embedded default model ships inside the package (pyproject's package-data "default/*"):
+# `facegen sample`, `facegen serve` and `facegen demo` use it when no run is given.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default"
 
 
-def model_dir(path_or_run: str | Path) -> Path:
-    """RUN or RUN/model -> the exported folder that holds facegen.json."""
+def model_dir(path_or_run: str | Path | None) -> Path:
+    """RUN or RUN/model -> the exported folder that holds facegen.json; None -> the default model."""
+    if path_or_run is None:
+        if not (DEFAULT_MODEL / EXPORT_META).is_file():
+            raise FacegenError(f"no default model is installed at {DEFAULT_MODEL}; pass a trained run, e.g. runs/NAME")
+        return DEFAULT_MODEL
     path = Path(path_or_run)
     for candidate in (path, path / "model"):
         if (candidate / EXPORT_META).is_file():
@@ -34,7 +41,7 @@ def model_dir(path_or_run: str | Path) -> Path:
     raise FacegenError(f"{path}: no exported model ({EXPORT_META} not found in it or in {path / 'model'}); finish training, or export a checkpoint first")
 
 
-def load_generator(path_or_run: str | Path, device: str | None = None):
+def load_generator(path_or_run: str | Path | None = None, device: str | None = None):
     """The Generator of an exported model; the family is read from its facegen.json."""
     import torch
 
