@@ -201,7 +201,7 @@ def test_grey_and_rgba_photos_align_and_bad_arrays_are_skipped(faces):
     for photo in (grey, rgba):
         (aligned,) = crop_align(photo, SIZE)
         assert aligned.shape == (SIZE, SIZE, 3)
-    with pytest.raises(Skip, match="face detection failed: expected a uint8 picture"):
+    with pytest.raises(Skip, match=r"alignment failed \(ValueError: expected a uint8 picture"):
         crop_align(faces[0].astype(np.float32), SIZE)
 
 
@@ -248,3 +248,10 @@ def test_data_info_prints_eye_centre_agreement(faces, tmp_path):
     assert result.exit_code == 0, result.output
     assert "eye centres: face found in 4/4 random faces" in result.output
     assert "(max 0." in result.output  # under 1% of the side for these four
+
+
+def test_unknown_detector_is_a_user_error(faces):
+    from facegen.utils import FacegenError
+
+    with pytest.raises(FacegenError, match="unknown face detector 'yolo'; choose one of hog, cnn, haar"):
+        crop_align(faces[0], SIZE, detector="yolo")

@@ -16,6 +16,7 @@ import numpy as np
 
 from facegen.data.landmarks import Face, as_rgb, find_faces, keypoints
 from facegen.data.transforms import Skip
+from facegen.utils import FacegenError
 
 # Refuse to enlarge the face square more than this: an aligned face blown up from a tiny
 # patch is blur, not a face (CelebA's 89x109 photos still align at 128 px).
@@ -39,20 +40,19 @@ def crop_align(
     """Aligned uint8 (size, size, 3) faces, largest first; raises Skip(reason) when there is none."""
     try:
         faces = find_faces(image, detector=detector, landmarks=landmarks)
-    except (ValueError, cv2.error, RuntimeError) as e:  # unusual pictures, dlib/OpenCV refusals
-        raise Skip(f"face detection failed: {e}") from None
-    if not faces:
-        raise Skip("no face found")
-    faces = faces if all_faces else faces[:1]
-    quads = [ffhq_quad(keypoints(f.landmarks), zoom) for f in faces]
-    big_enough = [q for q in quads if _quad_side(q) * MAX_UPSCALE >= size]
-    if not big_enough:
-        raise Skip(f"face too small to align at {size} px ({_quad_side(quads[0]):.0f} px face square)")
-    image = as_rgb(image)
-    try:
+        if not faces:
+            raise Skip("no face found")
+        faces = faces if all_faces else faces[:1]
+        quads = [ffhq_quad(keypoints(f.landmarks), zoom) for f in faces]
+        big_enough = [q for q in quads if _quad_side(q) * MAX_UPSCALE >= size]
+        if not big_enough:
+            raise Skip(f"face too small to align at {size} px ({_quad_side(quads[0]):.0f} px face square)")
+        image = as_rgb(image)
         return [warp_quad(image, q, size) for q in big_enough]
-    except (ValueError, cv2.error, MemoryError) as e:
-        raise Skip(f"alignment failed: {e}") from None
+    except (Skip, FacegenError):
+        raise
+    except Exception as e:  # one odd photo (shape, dlib or OpenCV refusal) must not stop a whole run
+        raise Skip(f"alignment failed ({type(e).__name__}: {e})") from None
 
 
 def ffhq_quad(points: np.ndarray, zoom: float = 1.0) -> np.ndarray:
