@@ -195,3 +195,18 @@ def test_full_queue_answers_503_with_retry_after(generator):
         served = [running.result(timeout=20)] + [f.result(timeout=20) for f in waiting]
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]
     assert [r.status_code for r in served] == [200, 200, 200]
+
+
+def test_the_same_face_asked_twice_at_once_is_made_once(generator):
+    gated = Gated(generator)
+    app = create_app(gated, max_batch=8, window_ms=0, cache_size=0)   # no cache: only the sharing can save work
+    with TestClient(app) as c, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(c.get, "/face.png?seed=300")
+        assert gated.entered.wait(10)
+        second = pool.submit(c.get, "/face.png?seed=300")   # joins the work in flight: nothing is queued
+        time.sleep(0.5)
+        assert app.state.batcher.pending == 0
+        gated.gate.set()
+        a, b = first.result(timeout=20), second.result(timeout=20)
+    assert a.status_code == b.status_code == 200 and a.content == b.content
+    assert gated.batches == [1]

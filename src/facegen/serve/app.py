@@ -15,6 +15,7 @@ the package once, at start-up, and served from memory under fixed routes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -84,6 +85,7 @@ def create_app(
     page = _page(model_info, model_tag)
     static = {name: resources.files("facegen.serve").joinpath("static", name).read_bytes() for name in STATIC}
     cache = LRUCache(cache_size)
+    in_flight: dict[tuple, asyncio.Future] = {}             # work queued or running, by (key, payload)
 
     def handle(key: tuple, payloads: list[Any]) -> list[bytes]:
         """Runs in the batcher's thread: one batch of faces, or one morph."""
@@ -114,11 +116,24 @@ def create_app(
         body = cache.get((key, payload))
         if body is None:
             try:
-                body = await batcher.submit(key, payload)
+                body = await shared_work(key, payload)
             except QueueFull:
                 return _error(503, "the server is busy; retry in a moment", {"Retry-After": "1"})
-            cache.put((key, payload), body)
         return Response(body, media_type=media_type, headers=headers)
+
+    async def shared_work(key: tuple, payload: Any) -> bytes:
+        """Queue the work once, however many requests ask for it meanwhile (the page
+        prefetches the next face, then asks for it again when space is pressed)."""
+        task = in_flight.get((key, payload))
+        if task is None:
+            task = in_flight[(key, payload)] = asyncio.ensure_future(batcher.submit(key, payload))
+            task.add_done_callback(lambda t: finish(key, payload, t))
+        return await asyncio.shield(task)  # a client that goes away does not cancel the others' face
+
+    def finish(key: tuple, payload: Any, task: asyncio.Future) -> None:
+        in_flight.pop((key, payload), None)
+        if not task.cancelled() and task.exception() is None:
+            cache.put((key, payload), task.result())
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
