@@ -7,11 +7,12 @@ Config: the `model:` section of a run config fills `GanOptions` below (the famil
 unless `model.g_lr` / `model.d_lr` say otherwise. Training runs the
 shared loop with two phases, "D" (repeated n_critic times, WGAN weight clipping after each
 step) then "G". The export (RUN/model/) holds only the EMA generator: generator.safetensors
-plus config.json with everything needed to rebuild it.
+plus facegen.json with everything needed to rebuild it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from facegen.families.gan.networks import Discriminator, Generator
 from facegen.families.gan.sampler import GanGenerator
 from facegen.utils import FacegenError, atomic_write_json
 
-WEIGHTS, CONFIG = "generator.safetensors", "config.json"
+WEIGHTS, CONFIG = "generator.safetensors", "facegen.json"   # facegen.json: read by facegen.sample.load_generator
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ class GanFamily:
             return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
         raise FacegenError(f"gan config: unknown optimizer {o.optimizer!r}; use adam or rmsprop")
 
+    def generator(self, built: Built, cfg: dict) -> GanGenerator:
+        """The live (EMA-swapped) G for in-training grids; a copy, so eval() never touches the trained net."""
+        G = copy.deepcopy(built.nets["G"])
+        return GanGenerator(G, cfg.get("name") or "gan", G.resolution, next(G.parameters()).device)
+
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
         from safetensors.torch import save_file
 
@@ -104,7 +110,7 @@ class GanFamily:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}, out_dir / WEIGHTS)
-        atomic_write_json(out_dir / CONFIG, {"family": self.name, "name": cfg.get("name", "gan"), "resolution": resolution,
+        atomic_write_json(out_dir / CONFIG, {"family": self.name, "name": cfg.get("name") or "gan", "resolution": resolution,
                                              "generator": o.generator_kwargs(resolution)})
 
     def load_generator(self, model_dir: Path, device: torch.device | str = "cpu") -> GanGenerator:

@@ -94,33 +94,35 @@ class GanLoss:
         self.augment = augment or (lambda x: x)
         self.diverge_above = diverge_above
 
-    def __call__(self, phase: str, nets: dict[str, nn.Module], images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, phase: str, nets: dict[str, nn.Module], images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         G, D = nets["G"], nets["D"]
         z = torch.randn(images.shape[0], self.z_dim, device=images.device)
         if phase == "G":
             fake_score = D(self.augment(G(z)))
             loss = wgan_generator(fake_score) if self.objective != "nonsaturating" else g_nonsaturating(fake_score)
-            logs = {"loss_G": loss.mean().item()}
-            return self._with_l2(loss, G, logs, "G"), logs
+            return self._with_l2(loss, G, logs := {}, "G"), logs
         with torch.no_grad():
             fake = G(z)
         images = images.detach().requires_grad_(self.r1_gamma > 0)   # R1 differentiates D(x) by x
         real_score, fake_score = D(self.augment(images)), D(self.augment(fake))
         loss = {"nonsaturating": d_nonsaturating, "wgan": wgan_critic, "hinge": hinge_critic}[self.objective](real_score, fake_score)
-        logs = {"loss_D": loss.mean().item()}
-        if self.diverge_above is not None and not abs(logs["loss_D"]) <= self.diverge_above:
-            raise Diverged(f"critic loss {logs['loss_D']:.3g} is past the bound {self.diverge_above:g} (gan.diverge_above): lower the learning rate or raise the bound")
+        # The loop logs the total as loss_D; the mean scores show the balance (for WGAN,
+        # score_real - score_fake is the Wasserstein estimate). Tensors: no sync per step.
+        logs = {"score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean()}
+        if self.diverge_above is not None and not loss.detach().mean().abs() <= self.diverge_above:
+            raise Diverged(f"critic loss {loss.detach().mean().item():.3g} is past the bound {self.diverge_above:g} "
+                           f"(model.diverge_above): lower the learning rate or raise the bound")
         if self.gp_lambda:
             gp = gradient_penalty(D, images, fake)
-            loss, logs["gp"] = loss + self.gp_lambda * gp, gp.mean().item()
+            loss, logs["gp"] = loss + self.gp_lambda * gp, gp.detach().mean()
         if self.r1_gamma:
             r1 = r1_penalty(real_score, images)
-            loss, logs["r1"] = loss + self.r1_gamma / 2 * r1, r1.mean().item()
+            loss, logs["r1"] = loss + self.r1_gamma / 2 * r1, r1.detach().mean()
         return self._with_l2(loss, D, logs, "D"), logs
 
     def _with_l2(self, loss: torch.Tensor, net: nn.Module, logs: dict, name: str) -> torch.Tensor:
         if not self.l2_lambda:
             return loss
         l2 = l2_weights(net)
-        logs[f"l2_{name}"] = l2.item()
+        logs[f"l2_{name}"] = l2.detach()
         return loss + self.l2_lambda * l2     # the same scalar for every sample, so the mean adds it once

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from facegen.families.gan.networks import Generator as GNet
+from facegen.utils import slerp
 
 
 class GanGenerator:
@@ -29,7 +30,7 @@ class GanGenerator:
         return self.G(noise.to(self.device)).clamp(-1, 1)
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
-        """`steps` images walking from seed_a's face to seed_b's along the great circle of z."""
+        """`steps` images walking from seed_a's face to seed_b's along the great circle of z (slerp)."""
         za, zb = self.initial_noise([seed_a, seed_b])
         t = torch.linspace(0, 1, steps, device=self.device)
         return self.decode(slerp(za, zb, t))
@@ -38,15 +39,3 @@ class GanGenerator:
         return {"name": self.name, "family": self.family, "resolution": self.resolution, "sampler": "one forward pass",
                 "steps": 1, "z_dim": self.G.z_dim, "device": str(self.device)}
 
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between vectors a and b (D,) at fractions t (T,) -> (T, D).
-
-    Gaussian z lives near a sphere, so slerp keeps every step a typical z (White 2016,
-    "Sampling Generative Networks"); falls back to a straight line when a and b are parallel."""
-    t = t[:, None]
-    cos = torch.dot(a, b) / (a.norm() * b.norm())
-    omega = torch.arccos(cos.clamp(-1, 1))
-    if omega.abs() < 1e-6:
-        return (1 - t) * a + t * b
-    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
