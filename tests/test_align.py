@@ -91,6 +91,13 @@ def test_rotated_faces_come_out_upright(faces, degrees):
     assert_upright_and_centred(aligned)
 
 
+@pytest.mark.parametrize("turn", [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180])
+def test_sideways_and_upside_down_photos(faces, turn):
+    photo = cv2.rotate(paste(background(300, 400, seed=7), faces[2], 50, 150), turn)
+    (aligned,) = crop_align(photo, SIZE)
+    assert_upright_and_centred(aligned)
+
+
 def test_off_centre_face_in_a_larger_picture_is_centred(faces):
     # Face in the bottom-right corner of a 640x480 picture: the face square leaves the
     # photo, so the alignment must pad.

@@ -28,8 +28,9 @@ DETECT_MIN_SIDE = 200  # px, short side
 DETECT_MAX_SIDE = 1600  # px, long side
 UPSAMPLE_MAX_PIXELS = 1200 * 1200  # only retry with dlib's 2x upsampling below this size
 # When nothing is found, the picture is also searched turned by these angles: dlib's HOG
-# detector misses some heads rolled by 20-30 degrees or more.
-TURN_DEGREES = (30.0, -30.0)
+# detector misses some heads rolled by 20-30 degrees or more, and every sideways or upside-
+# down photo (a camera turned without an EXIF orientation tag).
+TURN_DEGREES = (30.0, -30.0, 90.0, -90.0, 180.0)
 
 # The landmark model was trained on upright faces in HOG boxes. For other boxes and rolled
 # heads, the landmarks from the detector's box are predicted again REFINE_STEPS times in a
