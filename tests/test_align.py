@@ -143,8 +143,9 @@ def test_output_depends_on_landmarks_not_on_the_detector(faces, other):
     assert np.abs(hog - aligned).mean() < 6.0
 
 
-def test_five_point_landmarks_align_too(faces):
-    photo = rotate(paste(background(360, 360, seed=4), faces[1], 80, 80), 20)
+@pytest.mark.parametrize("degrees", [20, 180])
+def test_five_point_landmarks_align_too(faces, degrees):
+    photo = rotate(paste(background(360, 360, seed=4), faces[1], 80, 80), degrees)
     (aligned,) = crop_align(photo, SIZE, landmarks=5)
     assert_upright_and_centred(aligned)
 

@@ -273,9 +273,8 @@ def keypoints(points: np.ndarray) -> np.ndarray:
         eye_l, eye_r = points[36:42].mean(0), points[42:48].mean(0)
         mouth = (points[48] + points[54]) / 2
     elif len(points) == 5:
-        # dlib's 5 points: two corners of one eye, two of the other, the nose base.
-        eye_a, eye_b, nose = points[0:2].mean(0), points[2:4].mean(0), points[4]
-        eye_l, eye_r = (eye_a, eye_b) if eye_a[0] < eye_b[0] else (eye_b, eye_a)
+        # dlib's 5 points: corners of the image-right eye, of the image-left eye, nose base.
+        eye_r, eye_l, nose = points[0:2].mean(0), points[2:4].mean(0), points[4]
         eye_mid = (eye_l + eye_r) / 2
         mouth = eye_mid + MOUTH_FROM_NOSE * (nose - eye_mid)
     else:
