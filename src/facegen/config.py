@@ -16,6 +16,7 @@ images, which must be a whole number (checked up front by `per_process_batch`).
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,21 @@ DEFAULTS: dict[str, Any] = {
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; read it as the float everyone means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.inf|\.nan)$", re.X | re.I),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("facegen.configs").iterdir() if p.name.endswith(".yaml"))
 
@@ -79,7 +95,7 @@ def load_config(preset_or_yaml: str | Path | dict, overrides: list[str] | None =
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise FacegenError(f"bad override {item!r}: write key=value, e.g. lr=2e-4 or model.layers_per_block=1")
-        _set(cfg, key.strip().split("."), yaml.safe_load(text), f"override {item!r}")
+        _set(cfg, key.strip().split("."), parse_yaml(text), f"override {item!r}")
     return _resolve(cfg, where)
 
 
@@ -89,11 +105,11 @@ def _read_preset(name: str | Path) -> dict:
         packaged = resources.files("facegen.configs") / f"{name}.yaml"
         if not packaged.is_file():
             raise FacegenError(f"unknown preset {name!r}; give a YAML file or one of: {', '.join(preset_names())}")
-        return yaml.safe_load(packaged.read_text()) or {}
+        return parse_yaml(packaged.read_text()) or {}
     if not path.is_file():
         raise FacegenError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise FacegenError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -165,4 +181,4 @@ def read_run_config(run: str | Path) -> dict:
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise FacegenError(f"{path} is missing: {run} is not a training run (nothing to resume)")
-    return yaml.safe_load(path.read_text())
+    return parse_yaml(path.read_text())

@@ -127,7 +127,7 @@ class Loop:
         from facegen.data.stream import FaceStream, FlippedFaces, StreamBatches
 
         # flips come from the stream; a family may train on something derived from the faces (cached latents)
-        dataset = self.built.dataset if self.built.dataset is not None else FlippedFaces(FaceDataset(store, "train", hflip=False))
+        dataset = getattr(self.built, "dataset", None) or FlippedFaces(FaceDataset(store, "train", hflip=False))
         stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"])
         acc = self.accelerator
         sampler = StreamBatches(stream, self.micro_batch, self.position, acc.process_index, acc.num_processes)

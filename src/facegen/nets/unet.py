@@ -12,7 +12,6 @@ exported UNet computes exactly the same function and loads with plain diffusers
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -79,11 +78,17 @@ def standardize_resnet_convs(unet: nn.Module) -> None:
                 parametrize.register_parametrization(conv, "weight", StandardizedWeight())
 
 
-def plain_copy(unet: nn.Module) -> nn.Module:
-    """A copy with every parametrization baked into ordinary weights (same outputs, plain diffusers)."""
-    unet = copy.deepcopy(unet)
-    for module in unet.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return unet
+def plain_copy(unet: UNet2DModel) -> UNet2DModel:
+    """A new plain UNet2DModel with every parametrization baked into ordinary weights (same outputs)."""
+    plain = UNet2DModel.from_config(unet.config)
+    state = {}
+    with torch.no_grad():
+        for key, value in unet.state_dict().items():
+            if ".parametrizations." in key:  # "<module>.parametrizations.weight.original" -> "<module>.weight"
+                module_name, _, rest = key.partition(".parametrizations.")
+                name = rest.split(".")[0]
+                state[f"{module_name}.{name}"] = getattr(unet.get_submodule(module_name), name).detach().clone()
+            else:
+                state[key] = value.detach().clone()
+    plain.load_state_dict(state)
+    return plain.to(next(unet.parameters()).device).eval()
