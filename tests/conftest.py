@@ -62,3 +62,16 @@ def tiny_gan_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny-gan"
     family.export(family.build(cfg, 32), cfg, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module of tiny nets: they gain nothing from the thread pool,
+    whose spinning threads slow every op many times over on a busy 2-core machine.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

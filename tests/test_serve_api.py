@@ -15,12 +15,14 @@ from PIL import Image
 
 from facegen.serve.app import create_app
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def generator(tiny_gan_model):
-    from facegen.families import get_family
+    from facegen.sample import load_generator
 
-    return get_family("gan").load_generator(tiny_gan_model)
+    return load_generator(tiny_gan_model, "cpu")   # the path `facegen serve RUN` takes
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +179,12 @@ def test_concurrent_requests_are_coalesced_into_one_batch(generator):
         responses = [first.result(timeout=20)] + [f.result(timeout=20) for f in rest]
     assert [r.status_code for r in responses] == [200] * 5
     assert gated.batches == [1, 4]
-    # A face made in a batch of 4 is the face made alone.
+    # A face made in a batch of 4 is the face made alone, up to float summation order: CPU
+    # kernels chosen by batch shape can move a rare pixel by one level of 255.
     with TestClient(create_app(generator, max_batch=1)) as alone:
-        assert alone.get("/face.png?seed=103").content == responses[3].content
+        single = pixels(alone.get("/face.png?seed=103").content).astype(int)
+    batched = pixels(responses[3].content).astype(int)
+    assert np.abs(single - batched).max() <= 1 and (single != batched).mean() < 0.01
 
 
 def test_full_queue_answers_503_with_retry_after(generator):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -48,10 +50,10 @@ def free_port() -> int:
 def server(tiny_gan_model):
     import uvicorn
 
-    from facegen.families import get_family
+    from facegen.sample import load_generator
     from facegen.serve.app import create_app
 
-    app = create_app(get_family("gan").load_generator(tiny_gan_model))
+    app = create_app(load_generator(tiny_gan_model, "cpu"))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -1,6 +1,6 @@
-"""Serving other families and the morph frames: a tiny random-weight pixel-diffusion model
-exported and loaded through facegen.sample (the path `facegen serve RUN` takes), and the
-`facegen serve` command's one-line errors."""
+"""Serving every family and the morph frames: tiny random-weight pixel-diffusion, latent
+diffusion and GAN models, exported by their families and loaded through facegen.sample
+(the path `facegen serve RUN` takes), and the `facegen serve` command's one-line errors."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from PIL import Image
 from facegen import sample
 from facegen.serve.app import create_app
 from facegen.serve.morph import morph_frames
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,37 @@ def tiny_ddpm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_gan(tiny_gan_model):
-    from facegen.families import get_family
+def tiny_ldm(tmp_path_factory):
+    """Latent diffusion on a random 16x16 autoencoder (latents 3x8x8), exported by the ldm family."""
+    from diffusers import AutoencoderKL
 
-    return get_family("gan").load_generator(tiny_gan_model)
+    from facegen.families import Built, get_family
+    from facegen.families.ldm.networks import make_latent_unet
+
+    family = get_family("ldm")
+    vae = AutoencoderKL(block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=3, norm_num_groups=4, sample_size=16, layers_per_block=1)
+    model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
+             "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddim", "sample_steps": 2}
+    built = Built(nets={"unet": make_latent_unet(model, vae, 16)}, phases=[], loss=None, frozen={"vae": vae})
+    run = tmp_path_factory.mktemp("runs") / "tiny-ldm"
+    family.export(built, {"name": "tiny-ldm", "model": model}, run / "model")
+    return sample.load_generator(run, "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tiny_gan_model):
+    return sample.load_generator(tiny_gan_model, "cpu")
+
+
+def test_latent_diffusion_page_and_api(tiny_ldm):
+    with TestClient(create_app(tiny_ldm)) as c:
+        info = c.get("/info").json()
+        face = c.get("/face.png?seed=9")
+        page = c.get("/")
+    assert info["family"] == "ldm" and info["resolution"] == 16 and "tiny-ldm" in page.text
+    expected = sample.generate(tiny_ldm, [9])[0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(face.content)).convert("RGB")), expected)
 
 
 def test_diffusion_faces_by_seed_and_a_deterministic_morph(tiny_ddpm):
@@ -53,7 +82,7 @@ def test_diffusion_faces_by_seed_and_a_deterministic_morph(tiny_ddpm):
     assert Image.open(io.BytesIO(morph.content)).n_frames == 4
 
 
-@pytest.mark.parametrize("family", ["tiny_ddpm", "tiny_gan"])
+@pytest.mark.parametrize("family", ["tiny_ddpm", "tiny_ldm", "tiny_gan"])
 def test_morph_ends_are_the_two_seeds_faces(family, request):
     generator = request.getfixturevalue(family)
     frames = morph_frames(generator, 21, 22, 5)
