@@ -212,10 +212,17 @@ def serve_command(
 ) -> None:
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
+    Without RUN it serves the embedded default model.
+    Space shows a new face; /?seed=N shows face N.
+    API: /face.png?seed=N, /morph.gif?from=A&to=B, /info, /healthz.
+
     Examples:
-      facegen serve                          # the embedded default model on http://127.0.0.1:8000/
-      facegen serve runs/00003-ddpm --steps 25 --sampler ddim
-      facegen serve runs/00004-gan --host 0.0.0.0 --port 8080 --max-batch 32
+
+        facegen serve
+
+        facegen serve runs/tiny32 --steps 25 --sampler ddim
+
+        facegen serve runs/gan64 --host 0.0.0.0 --port 8080 --max-batch 32
     """
     from facegen.serve.server import serve
 
