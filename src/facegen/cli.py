@@ -196,6 +196,42 @@ def sample_command(
 # ---- eval / compare --------------------------------------------------------------------
 
 
+# ---- sweep (issue 8: Stable Diffusion) -------------------------------------------------
+
+
+@app.command("sweep")
+def sweep_command(
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder) of a model with classifier-free guidance (Stable Diffusion)."),
+    ref: Path = typer.Option(..., "--ref", help="Reference face store (its holdout split if it has one, else train)."),
+    scales: str = typer.Option("1.5,3,5,7.5,10", "--scales", help="Guidance scales to try, comma-separated."),
+    n: int = typer.Option(10_000, "--n", min=1, help="Faces per scale (seeds 0..n-1 at every scale); FID needs >= 2048."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default RUN/sweep): a report per scale, sweep.md, sweep.json."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Metrics per scale, as in `facegen eval` (fid,kid,pr,dc,mem,faces)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps; default: the model's (50)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler; default: the model's."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt; default: the training prompt."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Negative prompt; default: the model's."),
+    split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout if present, else train."),
+    batch: int = typer.Option(32, "--batch", min=1, help="Inception batch."),
+) -> None:
+    """Sample and score a model at several guidance scales; print FID/KID per scale.
+
+    Resumable: each scale's faces are kept, so a rerun only makes what is missing.
+
+    Examples:
+
+        facegen sweep runs/sd-aligned --ref stores/celeba512-aligned --scales 1.5,3,5,7.5 --n 10000
+
+        facegen sweep runs/sd --ref stores/celeba512 --metrics kid --n 1000 --steps 25
+    """
+    from facegen.sweep import sweep, to_markdown
+
+    options = {k: v for k, v in (("steps", steps), ("sampler", sampler), ("prompt", prompt), ("negative_prompt", negative_prompt)) if v is not None}
+    table = sweep(run, ref, scales, n=n, out=out, metrics=metrics, split=split, sample_options=options, batch_size=batch)
+    typer.echo(to_markdown(table), nl=False)
+    typer.echo(f"table: {table['out']}/sweep.md")
+
+
 # ---- serve -----------------------------------------------------------------------------
 
 
