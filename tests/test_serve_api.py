@@ -120,6 +120,8 @@ def test_morph_gif_walks_there_and_back(client):
         ("/face.png?seed=1&size=0", 422),
         ("/morph.gif?from=1&to=2&frames=100000", 422),
         ("/morph.gif?from=1&to=2&frames=1", 422),
+        ("/morph.gif?from=1&to=2&size=1024", 422),
+        ("/face.png?seed=", 422),
         ("/morph.gif?from=1", 422),
         ("/nothing-here", 404),
         ("/static/../pyproject.toml", 404),

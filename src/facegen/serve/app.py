@@ -38,6 +38,7 @@ from facegen.serve.morph import morph_frames
 MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws and any RNG accepts
 MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
 MAX_FRAMES = 48               # frames per morph; each costs a full sample
+MAX_MORPH_SIZE = 512          # pixels per side of a morph: a GIF holds 2 * frames pictures
 IMMUTABLE = "public, max-age=31536000, immutable"
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
@@ -163,7 +164,7 @@ def create_app(
         seed_from: int = Query(..., alias="from", ge=0, le=MAX_SEED, description="the first face's seed"),
         seed_to: int = Query(..., alias="to", ge=0, le=MAX_SEED, description="the last face's seed"),
         frames: int = Query(12, ge=2, le=MAX_FRAMES, description="faces along the way, both ends included"),
-        size: int | None = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="pixels per side; omitted = the model's"),
+        size: int | None = Query(None, ge=MIN_SIZE, le=MAX_MORPH_SIZE, description="pixels per side; omitted = the model's"),
     ) -> Response:
         key = ("morph", size or generator.resolution, frames)
         return await image(request, key, (seed_from, seed_to), "image/gif", seeded=True)

@@ -33,10 +33,21 @@ def gif_bytes(frames: np.ndarray, size: int, frame_ms: int = 80) -> bytes:
     Going back and forth (A..B..A) makes the loop seamless; the end frames are held a
     little longer so the two faces can be seen.
     """
-    pictures = [resize(f, size) for f in frames]
+    pictures = _one_palette([resize(f, size) for f in frames])
     walk = pictures + pictures[-2:0:-1]
     durations = [frame_ms] * len(walk)
     durations[0] = durations[len(pictures) - 1] = frame_ms * 8
     buf = io.BytesIO()
     walk[0].save(buf, format="GIF", save_all=True, append_images=walk[1:], duration=durations, loop=0, optimize=False)
     return buf.getvalue()
+
+
+def _one_palette(pictures: list[Image.Image]) -> list[Image.Image]:
+    """Quantise every frame to one shared 256-colour palette, so colours do not flicker
+    from frame to frame as they do when each frame gets its own palette."""
+    width, height = pictures[0].size
+    sheet = Image.new("RGB", (width, height * len(pictures)))
+    for i, picture in enumerate(pictures):
+        sheet.paste(picture, (0, i * height))
+    palette = sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    return [picture.quantize(palette=palette) for picture in pictures]
