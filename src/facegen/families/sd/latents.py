@@ -44,7 +44,7 @@ class CachedLatents(Dataset):
         return {**self.__dict__, "_moments": None}  # never ship an open memory map to a worker
 
 
-def latent_cache(store: FaceStore, vae: torch.nn.Module, hflip: bool, batch_size: int = 32) -> CachedLatents:
+def latent_cache(store: FaceStore, vae: torch.nn.Module, hflip: bool, batch_size: int = 16) -> CachedLatents:
     """The cache for (store, VAE, flips), encoding the store on a miss (GPU if there is one)."""
     from accelerate import PartialState
 
