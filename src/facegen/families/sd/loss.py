@@ -36,7 +36,9 @@ class LatentNoiseLoss:
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=device)
         x_t = self.scheduler.add_noise(x0, noise, t)
         dropped = (torch.rand(b, device=device) < self.prompt_dropout).long()  # 1 = use ""
-        context = self.embeddings.to(device)[dropped].to(x_t.dtype)           # (b, L, D)
+        if self.embeddings.device != device:  # moved once, not copied every step
+            self.embeddings = self.embeddings.to(device)
+        context = self.embeddings[dropped].to(x_t.dtype)                       # (b, L, D)
         pred = unet(x_t, t, encoder_hidden_states=context).sample
         target = noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
         loss = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))    # (b,)
