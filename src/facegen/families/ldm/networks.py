@@ -1,0 +1,65 @@
+"""Networks of latent diffusion: the frozen first-stage VAE and a UNet on its latents.
+
+The UNet is the pixel family's (facegen.nets.unet.make_unet: ADM-style residual blocks with
+a timestep embedding in each, self-attention at the chosen feature-map sizes), built at the
+latent resolution with the latent channel count. The noise schedule is the pixel family's
+DDPMScheduler (`facegen.families.ddpm.networks.make_scheduler`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS
+from facegen.nets.unet import make_unet
+from facegen.utils import FacegenError
+
+MODEL_DEFAULTS: dict = {
+    **PIXEL_DEFAULTS,
+    "block_out_channels": [192, 384, 576],  # the reference recipe: 192 channels, x1/x2/x3
+    "attention_resolutions": [32, 16, 8],   # latent feature-map sizes with self-attention
+    "autoencoder": None,                    # the autoencoder run (or its model/ folder); `facegen train --autoencoder`
+    "cache_latents": False,                 # encode the whole store once into RUN_AE/latents/ and train from it
+}
+
+
+def autoencoder_dir(path) -> Path:
+    """RUN_AE or RUN_AE/model -> the folder holding the exported VAE."""
+    if path is None:
+        raise FacegenError("latent diffusion needs a trained autoencoder: pass --autoencoder RUN_AE (a run of an ae-* preset)")
+    path = Path(path)
+    for folder in (path / "model", path):
+        if (folder / "facegen.json").is_file() and json.loads((folder / "facegen.json").read_text()).get("family") == "ae":
+            return folder
+    raise FacegenError(f"{path}: not an exported autoencoder (no model/facegen.json of family 'ae'); "
+                       "train one first: facegen train ae-tiny64 --data STORE --out RUN_AE")
+
+
+def load_autoencoder(path, resolution: int) -> AutoencoderKL:
+    """The exported VAE, frozen, checked against the image resolution; its scaling_factor is the latent scale."""
+    folder = autoencoder_dir(path)
+    info = json.loads((folder / "facegen.json").read_text())
+    if info.get("latent_scale") is None:
+        raise FacegenError(f"{folder}: the autoencoder has no latent scale (it was exported without its data); re-export it")
+    if int(info["resolution"]) != resolution:
+        raise FacegenError(f"{folder}: the autoencoder was trained at {info['resolution']}px but the data is {resolution}px; "
+                           "use a store of the same size")
+    return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+
+
+def make_latent_unet(model: dict, vae: AutoencoderKL, resolution: int):
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return make_unet(
+        resolution // factor,
+        block_out_channels=model["block_out_channels"],
+        layers_per_block=model["layers_per_block"],
+        attention_resolutions=model["attention_resolutions"],
+        attention_head_dim=model["attention_head_dim"],
+        dropout=model["dropout"],
+        norm_num_groups=model["norm_num_groups"],
+        weight_standardized=model["weight_standardized"],
+        in_channels=int(vae.config.latent_channels),
+    )
