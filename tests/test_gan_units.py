@@ -14,7 +14,9 @@ from facegen.families.gan import FAMILY, GanOptions
 from facegen.families.gan import loss as L
 from facegen.families.gan.augment import cutout, diff_augment, translation
 from facegen.families.gan.networks import Discriminator, Generator, upsample_factors
-from facegen.families.gan.sampler import GanGenerator
+import copy
+
+from facegen.families.gan.sampler import GanGenerator, standing_stats
 from facegen.utils import FacegenError
 
 SMALL = dict(g_channels=32, g_min_channels=8, d_channels=8, d_max_channels=32)
@@ -208,6 +210,24 @@ def test_interpolation_endpoints_are_the_seeds_faces():
     assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(path[-1], ends[1], atol=1e-5)
 
 
+def test_standing_stats_match_the_exported_weights_and_keep_the_rng():
+    torch.manual_seed(0)
+    G = Generator(32, z_dim=16, channels=32, min_channels=8)
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(3)                               # weights moved on (as an EMA does); running stats stale
+    z = torch.randn(512, 16)
+    with torch.no_grad():
+        batch_stats = G.train()(z)
+        stale = (G.eval()(z) - batch_stats).abs().mean()
+        rng = torch.get_rng_state()
+        standing_stats(G, n=512)
+        assert torch.equal(torch.get_rng_state(), rng) and not G.training
+        fresh = (G.eval()(z) - batch_stats).abs().mean()
+    assert fresh < 0.05 < stale
+
+
 def test_export_then_load_gives_identical_faces(tmp_path):
     cfg = {"name": "tiny", "model": {**SMALL, "z_dim": 16}}
     built = FAMILY.build(cfg, 32)
@@ -215,9 +235,11 @@ def test_export_then_load_gives_identical_faces(tmp_path):
     FAMILY.export(built, cfg, tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["facegen.json", "generator.safetensors"]
     gen = FAMILY.load_generator(tmp_path / "model")
-    want = GanGenerator(built.nets["G"], "tiny", 32)
+    want = GanGenerator(standing_stats(copy.deepcopy(built.nets["G"])), "tiny", 32)
     seeds = [0, 1, 2]
     assert torch.equal(gen.decode(gen.initial_noise(seeds), seeds), want.decode(want.initial_noise(seeds), seeds))
     assert gen.info()["resolution"] == 32 and gen.info()["family"] == "gan"
+    from facegen.sample import load_generator              # what `facegen sample` uses: finds the family by facegen.json
+    assert torch.equal(load_generator(tmp_path, "cpu").decode(gen.initial_noise([5])), gen.decode(gen.initial_noise([5])))
     with pytest.raises(FacegenError, match="not an exported GAN"):
         FAMILY.load_generator(tmp_path)

@@ -24,7 +24,7 @@ from facegen.families.base import Built, Phase
 from facegen.families.gan.augment import diff_augment
 from facegen.families.gan.loss import GanLoss, clip_weights
 from facegen.families.gan.networks import Discriminator, Generator
-from facegen.families.gan.sampler import GanGenerator
+from facegen.families.gan.sampler import GanGenerator, standing_stats
 from facegen.utils import FacegenError, atomic_write_json
 
 WEIGHTS, CONFIG = "generator.safetensors", "facegen.json"   # facegen.json: read by facegen.sample.load_generator
@@ -98,14 +98,14 @@ class GanFamily:
         raise FacegenError(f"gan config: unknown optimizer {o.optimizer!r}; use adam or rmsprop")
 
     def generator(self, built: Built, cfg: dict) -> GanGenerator:
-        """The live (EMA-swapped) G for in-training grids; a copy, so eval() never touches the trained net."""
-        G = copy.deepcopy(built.nets["G"])
+        """The live (EMA-swapped) G for in-training grids; a copy, so the trained net stays as it is."""
+        G = standing_stats(copy.deepcopy(built.nets["G"]))
         return GanGenerator(G, cfg.get("name") or "gan", G.resolution, next(G.parameters()).device)
 
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
         from safetensors.torch import save_file
 
-        o, G = GanOptions.from_config(cfg), built.nets["G"]
+        o, G = GanOptions.from_config(cfg), standing_stats(copy.deepcopy(built.nets["G"]))
         resolution = G.resolution
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

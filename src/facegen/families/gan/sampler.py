@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from facegen.families.gan.networks import Generator as GNet
 from facegen.utils import slerp
@@ -39,3 +40,27 @@ class GanGenerator:
         return {"name": self.name, "family": self.family, "resolution": self.resolution, "sampler": "one forward pass",
                 "steps": 1, "z_dim": self.G.z_dim, "device": str(self.device)}
 
+
+
+@torch.no_grad()
+def standing_stats(G: GNet, n: int = 1024, batch: int = 64) -> GNet:
+    """Recompute G's batch-norm statistics as the average over n fresh z (in place; returns G).
+
+    The loop averages G's weights (EMA) but not its batch-norm running statistics, which
+    belong to the raw weights; re-measuring them for the weights actually exported is
+    BigGAN's "standing statistics" (Brock et al. 2019, appendix C.1). Its own seeded z keep
+    the export deterministic and leave the training RNG alone."""
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return G
+    was_training, device = G.training, next(G.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                          # None: a cumulative average over the batches below
+    G.train()
+    for i in range(0, n, batch):
+        G(torch.randn(min(batch, n - i), G.z_dim, generator=g).to(device))
+    for m in norms:
+        m.momentum = 0.1                           # torch's default, as the nets were built
+    return G.train(was_training)
