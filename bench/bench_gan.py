@@ -40,6 +40,8 @@ CPU_BATCH_96 = 16
 
 
 def synthetic_store(folder: Path, size: int, n: int = 256) -> Path:
+    if (folder / f"s{size}").is_dir():
+        return folder / f"s{size}"
     faces = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     return write_store(folder / f"s{size}", {"train": faces}, {"size": size, "source": "synthetic"}).path
 
