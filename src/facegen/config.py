@@ -28,7 +28,6 @@ from facegen.utils import FacegenError, atomic_write_text
 DEFAULTS: dict[str, Any] = {
     "family": "ddpm",
     "name": None,                  # run name shown in exports and /info; None = the run folder's name
-    "data": None,                  # the face store; set by `facegen train --data` (the ae family reads it at export)
     "data": None,                  # the face store's path, recorded by `facegen train --data`
     "resolution": None,            # pixels; None = the face store's resolution
     "batch_size": 32,              # global images per optimizer step (all processes, all accumulation steps)
