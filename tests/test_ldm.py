@@ -107,7 +107,9 @@ def test_ldm_trains_resumes_and_samples(ldm_run, celeba_store32, ae_run, tmp_pat
     one = generate(gen, [3, 5, 7], batch_size=3, sampler="ddim", steps=2)
     two = generate(gen, [3, 5, 7], batch_size=2, sampler="ddim", steps=2)
     assert one.shape == (3, 32, 32, 3) and one.dtype == np.uint8 and one.std() > 0
-    assert np.array_equal(one, two)  # a face depends only on its seed
+    # A face depends only on its seed: batches of 3 and of 2 give the same faces, up to the
+    # float round-off of batched CPU convolutions (~1e-6 here; at most one uint8 level).
+    assert np.abs(one.astype(int) - two).max() <= 1 and (one == two).mean() > 0.99
     assert (ldm_run / "samples" / "step-000004.png").is_file()
 
 

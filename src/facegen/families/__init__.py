@@ -18,6 +18,14 @@ from facegen.families import ddpm as _ddpm  # noqa: E402
 
 FAMILIES["ddpm"] = _ddpm.FAMILY
 
+from facegen.families import ae as _ae  # noqa: E402
+
+FAMILIES["ae"] = _ae.FAMILY
+
+from facegen.families import ldm as _ldm  # noqa: E402
+
+FAMILIES["ldm"] = _ldm.FAMILY
+
 from facegen.families import sd as _sd  # noqa: E402
 
 FAMILIES["sd"] = _sd.FAMILY

@@ -23,8 +23,8 @@ def load_lpips(required: bool = False) -> nn.Module | None:
         if required:
             from facegen.utils import FacegenError
 
-            raise FacegenError(f"ae.perceptual=lpips but LPIPS cannot be loaded ({type(e).__name__}: {e}); "
-                               "pip install lpips torchvision with internet access, or set ae.perceptual=features") from None
+            raise FacegenError(f"model.perceptual=lpips but LPIPS cannot be loaded ({type(e).__name__}: {e}); "
+                               "pip install lpips torchvision with internet access, or set model.perceptual=features") from None
         warnings.warn(f"LPIPS unavailable ({type(e).__name__}); using discriminator feature matching as the perceptual loss")
         return None
     return net.eval().requires_grad_(False)
