@@ -43,7 +43,7 @@ class GanGenerator:
 
 
 @torch.no_grad()
-def standing_stats(G: GNet, n: int = 1024, batch: int = 64) -> GNet:
+def standing_stats(G: GNet, n: int = 256, batch: int = 64) -> GNet:
     """Recompute G's batch-norm statistics as the average over n fresh z (in place; returns G).
 
     The loop averages G's weights (EMA) but not its batch-norm running statistics, which
