@@ -107,7 +107,7 @@ class Loop:
         self.metrics = MetricsLog(out / "metrics.jsonl")
         if resume:
             self.restore(latest_checkpoint(out / "checkpoints"))
-        if not resume:
+        else:
             seed_everything(cfg["seed"] + acc.process_index)
         if self.is_main:
             save_config(cfg, out / "config.yaml")
@@ -171,6 +171,8 @@ class Loop:
                 if phase.after_step:
                     phase.after_step()
             self.lr_schedules[phase.name].step()
+        if len(self.built.phases) > 1:  # every net trainable again: EMA averages only trainable params
+            self.select_trainable(list(self.nets))
         for name, ema in self.emas.items():
             ema.step(self.nets[name].parameters())
         self.step += 1
