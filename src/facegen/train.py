@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -220,7 +221,10 @@ class Loop:
                             bar.console.print(f"step {self.step}/{total}  kimg {self.step * cfg['batch_size'] / 1000:.1f}  {losses}  checkpoint saved")
             if self.stop_requested:
                 self.save()
-                raise KeyboardInterrupt(f"stopped at step {self.step}; checkpoint saved; continue with --resume")
+                message = f"stopped at step {self.step}; checkpoint saved in {self.out / 'checkpoints'}; continue with --resume"
+                if self.is_main:
+                    print(message, file=sys.stderr)  # the CLI itself only prints "interrupted"
+                raise KeyboardInterrupt(message)
             if self.is_main:
                 with self.ema_weights(), atomic_dir(self.out / "model", overwrite=True) as tmp:
                     self.family.export(self.built, cfg, tmp)
