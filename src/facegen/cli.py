@@ -196,6 +196,69 @@ def sample_command(
 # ---- eval / compare --------------------------------------------------------------------
 
 
+@app.command("eval")
+def eval_command(
+    source: Path = typer.Argument(..., help="Folder of images, run directory / exported model (sampled first), or a face store."),
+    ref: Path = typer.Option(..., "--ref", help="Reference face store (from `facegen data prepare`)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout if the store has one, else train."),
+    metrics: str = typer.Option("fid,kid,pr,dc,mem,faces", "--metrics", help="Comma list of fid,kid,pr,dc,mem,faces (is: not available, see docs)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Pictures to evaluate; default: all in a folder/store, 10,000 sampled from a run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: SOURCE/eval (STORE-eval beside a store)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler when SOURCE is a run; default: the model's."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps when SOURCE is a run."),
+    batch: int = typer.Option(32, "--batch", min=1, max=1024, help="Inception batch size (does not change the figures)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion run: guidance weight; default: the model's."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion run: the prompt; default: the model's."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion run: negative prompt; default: the model's."),
+) -> None:
+    """Score generated faces against a face store: FID, KID, precision/recall, density/coverage,
+    a memorization audit and face checks. Writes metrics.json, report.md and report.html.
+
+    FID is refused below 2,048 pictures per set (use KID) and warned about below 10,000.
+
+    Examples:
+
+        facegen eval runs/tiny32 --ref stores/celeba32 --n 10000
+
+        facegen eval faces/ --ref stores/celeba64 --metrics kid,pr,dc,mem --out reports/faces
+
+        facegen eval stores/utk64 --ref stores/celeba64 --split train --metrics kid,pr,dc
+    """
+    import shlex
+
+    from facegen.evaluate import evaluate
+
+    options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
+                                 ("negative_prompt", negative_prompt)) if v is not None}
+    result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
+                      sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]))
+    for name, entry in result["metrics"].items():
+        if "value" in entry:
+            typer.echo(f"{name:<10} {entry['value']:.4g}  ({entry['n_generated']} generated / {entry['n_reference']} reference)")
+    typer.echo(f"report: {result['out']}/report.html")
+
+
+@app.command("compare")
+def compare_command(
+    reports: List[Path] = typer.Argument(..., help="Run directories (RUN/eval) or report folders with metrics.json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as markdown to this file."),
+) -> None:
+    """Results table over runs: mean +/- std over seeds per metric, like a paper's table.
+
+    Runs are grouped by name without a leading run number and a trailing -seedN suffix
+    (00003-ddpm64-seed1 -> ddpm64). Figures computed on other sample counts or another
+    reference set than the rest of their column are marked with a dagger.
+
+    Examples:
+
+        facegen compare runs/ddpm64-seed0 runs/ddpm64-seed1 runs/dcgan-seed0 runs/dcgan-seed1 --out table.md
+    """
+    from facegen.metrics.compare import compare
+
+    compare(reports, out=out)
+
+
+
 # ---- sweep (issue 8: Stable Diffusion) -------------------------------------------------
 
 
