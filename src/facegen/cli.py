@@ -180,7 +180,7 @@ def sample_command(
 
         facegen sample runs/sd --n 2900 --out faces --steps 50 --guidance-scale 7.5 --negative-prompt "tilted, cropped"
     """
-    from facegen.sample import sample_to_folder
+    from facegen.distributed import is_main, sample_on_processes
     from facegen.utils import parse_seeds
 
     if (n is None) == (seeds is None):
@@ -188,8 +188,10 @@ def sample_command(
     seed_list = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
                                  ("negative_prompt", negative_prompt)) if v is not None}
-    result = sample_to_folder(run, seed_list, out, batch_size=batch, **options)
-    typer.echo(f"{result['written']} written, {result['skipped']} already there, {result['images_per_second']:.2f} img/s -> {out}")
+    # Under `accelerate launch` the seeds are split across the processes (docs/scaling.md).
+    result = sample_on_processes(run, seed_list, out, batch_size=batch, **options)
+    if is_main():
+        typer.echo(f"{result['written']} written, {result['skipped']} already there, {result['images_per_second']:.2f} img/s -> {out}")
 
 
 

@@ -27,6 +27,7 @@ import yaml
 from facegen.checkpoint import latest_checkpoint, load_checkpoint, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
 from facegen.config import load_config, per_process_batch, read_run_config, save_config
 from facegen.data.store import FaceStore
+from facegen.distributed import use_cpu
 from facegen.families import get_family
 from facegen.families.base import Diverged
 from facegen.run_log import MetricsLog, plot_losses, save_samples
@@ -77,7 +78,8 @@ class Loop:
 
         self.cfg, self.out, self.family = cfg, out, get_family(cfg["family"])
         mixed = cfg["mixed_precision"] if cfg["mixed_precision"] != "auto" else ("bf16" if torch.cuda.is_available() else "no")
-        self.accelerator = acc = Accelerator(mixed_precision=mixed, log_with="tensorboard" if cfg["tensorboard"] else None, project_dir=out)
+        # cpu=use_cpu(): a multi-process launch on a machine without CUDA trains on the CPU with gloo (docs/scaling.md)
+        self.accelerator = acc = Accelerator(cpu=use_cpu(), mixed_precision=mixed, log_with="tensorboard" if cfg["tensorboard"] else None, project_dir=out)
         self.is_main = acc.is_main_process
         self.micro_batch = per_process_batch(cfg, acc.num_processes)
         set_numerics(cfg)
@@ -198,7 +200,7 @@ class Loop:
         start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
         try:
             with progress_bar(self.is_main, start_step, total) as (bar, task):
-                while self.step < total and not self.stop_requested:
+                while self.step < total and not self.stop_agreed():
                     try:
                         self.train_step()
                     except Diverged as e:
@@ -219,7 +221,7 @@ class Loop:
                         if self.is_main:
                             losses = " ".join(f"{k} {v:.4f}" for k, v in (row or {}).items() if k.startswith("loss"))
                             bar.console.print(f"step {self.step}/{total}  kimg {self.step * cfg['batch_size'] / 1000:.1f}  {losses}  checkpoint saved")
-            if self.stop_requested:
+            if self.stop_agreed():
                 self.save()
                 message = f"stopped at step {self.step}; checkpoint saved in {self.out / 'checkpoints'}; continue with --resume"
                 if self.is_main:
@@ -240,7 +242,7 @@ class Loop:
         print("\nCtrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)")
 
     def log(self, images_per_second: float) -> dict:
-        sums = {k: float(v) for k, v in self.loss_sums.items()}  # one sync per log_every steps
+        sums = self.global_sums()  # one sync per log_every steps
         self.loss_sums = {}
         count = (self.step - 1) % self.cfg["log_every"] + 1
         row = {"step": self.step, "kimg": self.step * self.cfg["batch_size"] / 1000, **{k: v / count for k, v in sums.items()},
@@ -251,6 +253,23 @@ class Loop:
             self.metrics.append(row)
         self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         return row
+
+    def global_sums(self) -> dict[str, float]:
+        """The loss sums averaged over all processes (each saw its share of the global batch), so
+        the logged loss is the global batch's whatever the number of processes."""
+        keys = sorted(self.loss_sums)
+        if self.accelerator.num_processes == 1 or not keys:
+            return {k: float(v) for k, v in self.loss_sums.items()}
+        values = self.accelerator.reduce(torch.stack([self.loss_sums[k] for k in keys]), reduction="mean")
+        return dict(zip(keys, values.tolist()))
+
+    def stop_agreed(self) -> bool:
+        """Whether any process was asked to stop: Ctrl-C reaches processes at different moments (or
+        only one machine), and all must stop at the same step to save the checkpoint together."""
+        if self.accelerator.num_processes > 1:
+            asked = torch.tensor([float(self.stop_requested)], device=self.accelerator.device)
+            self.stop_requested = bool(self.accelerator.reduce(asked, reduction="sum").item())
+        return self.stop_requested
 
     def fail(self, reason: str) -> None:
         last = latest_checkpoint(self.out / "checkpoints")
@@ -292,7 +311,7 @@ class Loop:
 
     def check_finite(self) -> None:
         """Stop before a NaN/inf reaches a checkpoint or a grid (one sync)."""
-        bad = {k: float(v) for k, v in self.loss_sums.items() if not torch.isfinite(v).all()}
+        bad = {k: v for k, v in self.global_sums().items() if not np.isfinite(v)}
         if bad:
             self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in bad.items())} before step {self.step}")
 

@@ -1,0 +1,139 @@
+"""Several processes (GPUs, machines) under one launcher: who am I, split the work, gather it.
+
+    accelerate launch --multi_gpu --num_processes 8 -m facegen.cli sample runs/x --n 50000 --out faces
+    accelerate launch --multi_gpu --num_processes 8 -m facegen.cli eval runs/x --ref stores/celeba64 --n 50000
+
+With one process (no launcher) every function here is a no-op that imports nothing, so
+`facegen sample` and `facegen eval` behave exactly as before. Under a launcher each process
+takes its share (batches r, r+W, ... of the seeds; a contiguous block of pictures for features), the
+results are gathered, and only the main process writes shared files.
+
+On a machine without CUDA a launch with several processes runs on the CPU with the gloo
+backend (`use_cpu`): accelerate would otherwise start W independent single-process jobs.
+See docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+def launched_processes() -> int:
+    """The number of processes the launcher started (torchrun / accelerate launch set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def use_cpu() -> bool:
+    """Several processes and no GPU: ask accelerate for a CPU (gloo) process group."""
+    import torch
+
+    return launched_processes() > 1 and not torch.cuda.is_available()
+
+
+@functools.lru_cache(maxsize=1)
+def state():
+    """accelerate's PartialState (initialises the process group once); only under a launcher."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu())
+
+
+def rank_world() -> tuple[int, int]:
+    if launched_processes() == 1:
+        return 0, 1
+    return state().process_index, state().num_processes
+
+
+def is_main() -> bool:
+    return rank_world()[0] == 0
+
+
+def device() -> str | None:
+    """This process's device under a launcher (cuda:LOCAL_RANK); None without one (the caller's default)."""
+    return str(state().device) if launched_processes() > 1 else None
+
+
+def wait() -> None:
+    """Barrier: every process gets here before any goes on (no-op with one process)."""
+    if launched_processes() > 1:
+        state().wait_for_everyone()
+
+
+def gather_objects(obj: Any) -> list:
+    """[obj of process 0, obj of process 1, ...] on every process (picklable objects)."""
+    if launched_processes() == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def everyone(flag: bool) -> bool:
+    """True on every process if it is True on all of them."""
+    return all(gather_objects(bool(flag)))
+
+
+def cpu_threads() -> int:
+    """CPU threads per process: the cores shared among the processes of this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (os.cpu_count() or 1) // local)
+
+
+def block(n: int, unit: int = 1) -> range:
+    """This process's contiguous share of n items, in whole units (batches) of `unit` items,
+    in rank order: gathering keeps the order, and the batches are those of one process."""
+    rank, world = rank_world()
+    units = -(-n // unit)
+    return range(min(n, rank * units // world * unit), min(n, (rank + 1) * units // world * unit))
+
+
+class Rows:
+    """A read-only view of some items of a sequence (an array, memmap or ImageFolder)."""
+
+    def __init__(self, items, indices: range):
+        self.items, self.indices = items, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.items[self.indices[i]]
+
+
+def sharded_rows(compute: Callable[..., np.ndarray], items, **kwargs) -> np.ndarray:
+    """compute(items, **kwargs) -> (n, ...) array, with the rows split across processes (in
+    whole batches of kwargs["batch_size"], if given) and gathered in order on every process.
+    Every process must call it (it is a collective)."""
+    rank, world = rank_world()
+    if world == 1:
+        return compute(items, **kwargs)
+    mine = compute(Rows(items, block(len(items), kwargs.get("batch_size", 1))), **kwargs)
+    return np.concatenate(gather_objects(mine))
+
+
+def sample_on_processes(run, seeds: Sequence[int], out_dir, batch_size: int = 16, show_progress: bool = True, **options: Any) -> dict:
+    """sample.sample_to_folder with the work split across processes.
+
+    The seeds are cut into batches of `batch_size` consecutive seeds, as one process would
+    cut them, and process r takes batches r, r+W, r+2W, ...: every face is computed in the
+    same batch, at the same place, as with one process, so the files are bitwise the same
+    (a batch of another size may round differently). Every process writes its own
+    seedNNNNNN.png files; the counts are summed, and every process returns once all are written."""
+    from facegen.sample import load_generator, sample_to_folder
+
+    rank, world = rank_world()
+    if world == 1:
+        return sample_to_folder(run, seeds, out_dir, batch_size, show_progress=show_progress, **options)
+    seeds = list(seeds)
+    mine = [s for start in range(rank * batch_size, len(seeds), world * batch_size) for s in seeds[start : start + batch_size]]
+    generator = load_generator(run, device=device()) if run is None or isinstance(run, (str, os.PathLike)) else run
+    result = sample_to_folder(generator, mine, out_dir, batch_size, show_progress=show_progress and rank == 0, **options)
+    everyone = gather_objects(result)
+    seconds = max(r["seconds"] for r in everyone)
+    written = sum(r["written"] for r in everyone)
+    return {"written": written, "skipped": sum(r["skipped"] for r in everyone), "seconds": seconds,
+            "images_per_second": written / seconds if written and seconds > 0 else 0.0, "processes": world}

@@ -1,0 +1,159 @@
+"""Two CPU processes (gloo) under `accelerate launch` against one process: training follows the
+same loss trajectory, sampling writes bitwise the same images, evaluation the same features.
+
+Each launch starts two fresh Pythons (torch, diffusers: ~10-20 s on a busy 2-core machine), so
+the nets are tiny and the runs a few steps long. The one-process runs are in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facegen.train import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+STEPS, BATCH = 8, 16
+COMMON = [f"batch_size={BATCH}", "log_every=1", "tensorboard=false", "sample_seeds=0-1", "sample_every=100",
+          "checkpoint_every=4", "threads=1", "ema.decay=0.9"]
+DDPM = ["model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.attention_resolutions=[]",
+        "sample_options={sampler: ddim, steps: 2}", "lr=1e-3", "warmup_steps=0", *COMMON]
+# Layer norm, not batch norm: batch-norm statistics are per process (each sees batch/2 images),
+# so a batch-norm GAN legitimately differs between 1 and 2 processes.
+GAN = ["model.z_dim=16", "model.g_channels=32", "model.g_min_channels=8", "model.d_channels=8",
+       "model.g_norm=layer", "model.d_norm=layer", *COMMON, "batch_size=32"]
+
+# The processes draw their own diffusion noise / GAN latents (seed + rank), so the losses agree
+# in distribution, not bit for bit. Each logged loss (the global batch's mean) and the mean of
+# the trajectory must agree within (per step, mean), relative. Measured on this machine:
+# DDPM (batch 16) <= 7% per step, <= 2% on the mean; GAN (batch 32; the generator loss has
+# the larger spread) <= 17% per step, <= 5% on the mean.
+TOLERANCE = {"ddpm": (0.15, 0.05), "gan": (0.30, 0.10)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(*args: str, processes: int = 2, env: dict | None = None) -> str:
+    """`accelerate launch --multi_gpu --num_processes N -m facegen.cli ARGS` on the CPU (gloo)."""
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               "-m", "facegen.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    errors = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line or "what()" in line]
+    assert result.returncode == 0, f"launch failed ({result.returncode}):\n" + "\n".join(errors[:20]) + f"\n{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def losses(run: Path) -> dict[str, list[float]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {key: [row[key] for row in rows] for key in rows[0] if key.startswith("loss")} | {"step": [row["step"] for row in rows]}
+
+
+def state(run: Path, step: int) -> dict:
+    return json.loads((run / "checkpoints" / f"step-{step:06d}" / "state.json").read_text())
+
+
+def assert_same_trajectory(one: dict, two: dict, family: str) -> None:
+    step_tolerance, mean_tolerance = TOLERANCE[family]
+    assert one["step"] == two["step"] == list(range(1, STEPS + 1))  # one line per step: only the main process logs
+    for key in (k for k in one if k.startswith("loss")):
+        a, b = np.array(one[key]), np.array(two[key])
+        trajectories = f"{key}: 1 process {a.round(4)}, 2 processes {b.round(4)}"
+        print(trajectories)
+        assert (np.abs(b - a) / np.abs(a)).max() < step_tolerance, trajectories
+        assert abs(b.mean() - a.mean()) / abs(a.mean()) < mean_tolerance, trajectories
+
+
+@pytest.fixture(scope="module")
+def ddpm_runs(celeba_store32, tmp_path_factory):
+    """The same tiny DDPM training, in one process and in two."""
+    root = tmp_path_factory.mktemp("ddpm")
+    train("ddpm-tiny32", celeba_store32.path, root / "one", DDPM, steps=STEPS)
+    launch("train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(root / "two"), "--steps", str(STEPS), *DDPM)
+    return root / "one", root / "two"
+
+
+def test_ddpm_on_two_processes_follows_the_one_process_trajectory(ddpm_runs):
+    one, two = ddpm_runs
+    assert_same_trajectory(losses(one), losses(two), "ddpm")
+    # Both consumed the same stream positions: the global batch is the same images.
+    assert state(two, STEPS)["data_position"] == state(one, STEPS)["data_position"] == STEPS * BATCH
+    assert state(two, STEPS)["world_size"] == 2
+    rngs = sorted(p.name for p in (two / "checkpoints" / f"step-{STEPS:06d}" / "rng").iterdir())
+    assert rngs == ["process0.pt", "process1.pt"]  # each process's noise stream is saved for an exact resume
+    assert (two / "model" / "facegen.json").is_file() and (two / "samples" / "strip.png").is_file()
+    assert not list(two.glob(".*.tmp"))  # no half-written artefact from a second writer
+
+
+def test_a_two_process_run_resumes_on_one_process(ddpm_runs, celeba_store32, tmp_path):
+    """World size 2 -> 1: weights, optimizer and data position carry over; noise is re-derived."""
+    import shutil
+
+    _, two = ddpm_runs
+    run = tmp_path / "resumed"
+    shutil.copytree(two, run)
+    shutil.rmtree(run / "checkpoints" / f"step-{STEPS:06d}")  # continue from step 4, written by two processes
+    (run / "model").rename(tmp_path / "old-model")
+    train("ddpm-tiny32", celeba_store32.path, run, [], steps=STEPS, resume=True)
+    assert state(run, STEPS)["world_size"] == 1
+    assert state(run, STEPS)["data_position"] == STEPS * BATCH  # the same images, in the same order
+    resumed = losses(run)
+    assert resumed["step"] == list(range(1, STEPS + 1))
+    assert resumed["loss"][:4] == losses(two)["loss"][:4]
+    assert (run / "model" / "facegen.json").is_file()
+
+
+def test_gan_on_two_processes_follows_the_one_process_trajectory(celeba_store32, tmp_path):
+    train("dcgan-tiny32", celeba_store32.path, tmp_path / "one", GAN, steps=STEPS)
+    launch("train", "dcgan-tiny32", "--data", str(celeba_store32.path), "--out", str(tmp_path / "two"), "--steps", str(STEPS), *GAN)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert {"loss_D", "loss_G"} <= set(one)
+    assert_same_trajectory(one, two, "gan")
+
+
+def test_sampling_on_two_processes_writes_the_same_images(ddpm_runs, tmp_path):
+    from facegen.sample import sample_to_folder
+
+    _, two = ddpm_runs
+    # batches of 2 seeds: process 0 takes seeds 0-1 and 4-5, process 1 seeds 2-3 and 6
+    sample_to_folder(two, range(7), tmp_path / "one", batch_size=2, show_progress=False, sampler="ddim", steps=3)
+    printed = launch("sample", str(two), "--n", "7", "--out", str(tmp_path / "two"), "--batch", "2", "--sampler", "ddim", "--steps", "3")
+    assert printed.count("7 written") == 1  # counts gathered, printed once
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png")) and len(names) == 7
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_eval_on_two_processes_gathers_the_same_features(celeba_store32, tiny_gan_model, tmp_path, monkeypatch):
+    """Generated and reference Inception features split over two processes: the same KID and
+    the same cached reference features as one process (up to float summation order)."""
+    from facegen.evaluate import evaluate
+    from facegen.sample import sample_to_folder
+
+    faces = tmp_path / "faces"
+    sample_to_folder(tiny_gan_model, range(24), faces, show_progress=False)
+    monkeypatch.setenv("FACEGEN_CACHE", str(tmp_path / "cache-one"))
+    # Inception batches of 8: 24 generated and 64 reference pictures, 3 and 8 batches to split
+    one = evaluate(faces, celeba_store32.path, metrics="kid", out=tmp_path / "one", batch_size=8, progress=False, command="test")
+    launch("eval", str(faces), "--ref", str(celeba_store32.path), "--metrics", "kid", "--out", str(tmp_path / "two"), "--batch", "8",
+           env={"FACEGEN_CACHE": str(tmp_path / "cache-two")})
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"]
+    assert two["kid"]["n_generated"] == 24 and two["kid"]["n_reference"] == 64
+    assert two["kid"]["value"] == pytest.approx(one["metrics"]["kid"]["value"], rel=1e-3, abs=1e-6)
+    [ref_one], [ref_two] = (list((tmp_path / c).glob("inception-*.npy")) for c in ("cache-one", "cache-two"))
+    np.testing.assert_allclose(np.load(ref_two), np.load(ref_one), rtol=1e-4, atol=1e-4)
