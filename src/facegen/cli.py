@@ -137,6 +137,11 @@ def train_command(
         facegen train ae-tiny64 --data stores/utk64 --out runs/ae64 && facegen train ldm-tiny64 --data stores/utk64 --out runs/ldm64 --autoencoder runs/ae64
 
         facegen train sd-finetune-celeba --data stores/celeba512 --out runs/sd --pretrained CompVis/stable-diffusion-v1-4 --prompt "A high-resolution photo of a face"
+
+    Several GPUs or machines: the same command after a launcher (batch_size stays the global
+    batch; docs/scaling.md has multi-node configs):
+
+        accelerate launch --multi_gpu --num_processes 8 -m facegen.cli train ddpm-celeba64 --data stores/celeba64 --out runs/c64
     """
     from facegen.train import resolved_yaml, train
 
