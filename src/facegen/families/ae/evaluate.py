@@ -64,13 +64,18 @@ def reconstruction_metrics(vae: AutoencoderKL, pixels: np.ndarray, n: int = 256,
 
 
 def rfid(real: np.ndarray, fake: np.ndarray) -> dict:
-    """rFID through facegen.metrics (the shared Inception features), or the reason it is missing."""
+    """rFID through facegen.metrics (the bundled Inception pool features), or why it is missing.
+
+    Below 2,048 faces per set the covariances are rank-deficient and the figure is biased
+    upwards: comparable only between runs at the same count (hence `rfid_images`).
+    """
     try:
-        from facegen.metrics.features import inception_features  # H3's extractor, when installed
         from facegen.metrics.fid import fid_from_features
+        from facegen.metrics.inception import extract_features
     except ImportError as e:
         return {"rfid": None, "rfid_note": f"facegen.metrics Inception features unavailable ({e})"}
     try:
-        return {"rfid": fid_from_features(inception_features(real), inception_features(fake))}
-    except Exception as e:  # e.g. the Inception weights not downloaded yet (offline)
+        score = fid_from_features(extract_features(real, progress=False), extract_features(fake, progress=False))
+    except Exception as e:  # e.g. the Inception network file missing
         return {"rfid": None, "rfid_note": f"{type(e).__name__}: {e}"}
+    return {"rfid": float(score), "rfid_images": len(real)}
