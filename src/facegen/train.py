@@ -230,6 +230,7 @@ class Loop:
             if self.is_main:
                 with self.ema_weights(), atomic_dir(self.out / "model", overwrite=True) as tmp:
                     self.family.export(self.built, cfg, tmp)
+            acc.wait_for_everyone()  # every process returns once model/ exists; none leaves the group early
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
