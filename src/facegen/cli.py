@@ -239,9 +239,17 @@ def eval_command(
                                  ("negative_prompt", negative_prompt)) if v is not None}
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
                       sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]))
-    for name, entry in result["metrics"].items():
+    m = result["metrics"]
+    for name, entry in m.items():
         if "value" in entry:
-            typer.echo(f"{name:<10} {entry['value']:.4g}  ({entry['n_generated']} generated / {entry['n_reference']} reference)")
+            typer.echo(f"{name:<12} {entry['value']:.4g}  ({entry['n_generated']} generated / {entry['n_reference']} reference)")
+    if "memorization" in m:
+        mem = m["memorization"]
+        typer.echo(f"{'copies':<12} Inception {mem['inception']['copy_share']:.3f}, pixels {mem['pixels']['copy_share']:.3f}, "
+                   f"identity uniqueness {mem['identity'].get('uniqueness', float('nan')):.3f}  (share of samples)")
+    if "faces" in m:
+        typer.echo(f"{'one face':<12} {m['faces']['generated']['one_face_share']:.3f} generated, "
+                   f"{m['faces']['reference']['one_face_share']:.3f} reference; roll W1 {m['faces']['wasserstein1']['roll_deg'] or float('nan'):.2f} deg")
     typer.echo(f"report: {result['out']}/report.html")
 
 
