@@ -107,7 +107,7 @@ def test_a_two_process_run_resumes_on_one_process(ddpm_runs, celeba_store32, tmp
     """World size 2 -> 1: weights, optimizer and data position carry over; noise is re-derived."""
     import shutil
 
-    _, two = ddpm_runs
+    one, two = ddpm_runs
     run = tmp_path / "resumed"
     shutil.copytree(two, run)
     shutil.rmtree(run / "checkpoints" / f"step-{STEPS:06d}")  # continue from step 4, written by two processes
@@ -118,6 +118,10 @@ def test_a_two_process_run_resumes_on_one_process(ddpm_runs, celeba_store32, tmp
     resumed = losses(run)
     assert resumed["step"] == list(range(1, STEPS + 1))
     assert resumed["loss"][:4] == losses(two)["loss"][:4]
+    # steps 5-8 on one process continue the trajectory of the one-process run
+    step_tolerance, _ = TOLERANCE["ddpm"]
+    a, b = np.array(losses(one)["loss"][4:]), np.array(resumed["loss"][4:])
+    assert (np.abs(b - a) / a).max() < step_tolerance, f"1 process {a.round(4)}, resumed {b.round(4)}"
     assert (run / "model" / "facegen.json").is_file()
 
 
