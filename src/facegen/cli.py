@@ -143,6 +143,7 @@ def train_command(
 
         accelerate launch --multi_gpu --num_processes 8 -m facegen.cli train ddpm-celeba64 --data stores/celeba64 --out runs/c64
     """
+    from facegen.distributed import is_main
     from facegen.train import resolved_yaml, train
 
     overrides = [*(overrides or []), *([f"model.autoencoder={autoencoder}"] if autoencoder else [])]
@@ -151,7 +152,7 @@ def train_command(
     cfg = train(preset, data, out, overrides=overrides, steps=steps, resume=resume, dry_run=dry_run)
     if dry_run:
         typer.echo(resolved_yaml(cfg), nl=False)
-    else:
+    elif is_main():  # under a launcher, once
         typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
 
 
