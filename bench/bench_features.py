@@ -6,15 +6,20 @@
    every evaluation on a CPU. Baseline in the same run: the same images on one thread.
    Also the plain (not frozen) TorchScript network on all threads, the cost the freeze saves.
 2. The Frechet distance at d=2048 through the eigen route (facegen.metrics.fid) against
-   scipy.linalg.sqrtm (the pytorch-fid / clean-fid route), same matrices, same run.
+   scipy.linalg.sqrtm (the pytorch-fid / clean-fid route), same matrices, same run, both
+   with one BLAS thread: on a shared 2-core machine OpenBLAS threads spin against other
+   jobs and the wall time measures the load, not the method.
 Writes bench/results/features.json.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS (see above)
+
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -71,7 +76,7 @@ def bench_extraction(images: np.ndarray) -> dict:
     return out
 
 
-def bench_frechet(dim: int, repeats: int = 3) -> dict:
+def bench_frechet(dim: int, repeats: int = 2) -> dict:
     import scipy.linalg
 
     from facegen.metrics.fid import frechet_distance, gaussian_stats
@@ -89,7 +94,10 @@ def bench_frechet(dim: int, repeats: int = 3) -> dict:
     ours = [timed(lambda: frechet_distance(mu_a, s_a, mu_b, s_b)) for _ in range(repeats)]
     ref = [timed(scipy_route) for _ in range(repeats)]
     ms_ours, ms_ref = min(t[0] for t in ours) * 1e3, min(t[0] for t in ref) * 1e3
-    return {"dim": dim, "eigen_route_ms": ms_ours, "scipy_sqrtm_ms (baseline)": ms_ref, "speedup": ms_ref / ms_ours,
+    cpu_ours, cpu_ref = min(t[1] for t in ours) * 1e3, min(t[1] for t in ref) * 1e3
+    return {"dim": dim, "blas_threads": os.environ["OPENBLAS_NUM_THREADS"],
+            "eigen_route_ms": ms_ours, "scipy_sqrtm_ms (baseline)": ms_ref, "speedup": ms_ref / ms_ours,
+            "eigen_route_cpu_ms": cpu_ours, "scipy_sqrtm_cpu_ms": cpu_ref, "speedup_cpu": cpu_ref / cpu_ours,
             "value_eigen": ours[0][2], "value_scipy": ref[0][2], "relative_difference": abs(ours[0][2] - ref[0][2]) / abs(ref[0][2])}
 
 

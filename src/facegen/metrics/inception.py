@@ -51,8 +51,9 @@ def resize_mode() -> str:
 
 @functools.lru_cache(maxsize=2)
 def load_network(device: str = "cpu"):
-    """The TorchScript network, frozen and optimized for inference (about 1.5x faster on
-    CPU, same outputs: freezing folds the batch-norm constants into the graph)."""
+    """The TorchScript network, frozen and optimized for inference (same outputs; freezing
+    folds the batch-norm constants into the graph; the CPU gain measured in
+    bench/bench_features.py is small)."""
     import torch
 
     net = torch.jit.load(str(network_path()), map_location=device).eval()
