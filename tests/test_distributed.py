@@ -169,3 +169,22 @@ def test_eval_on_two_processes_gathers_the_same_features(celeba_store32, tiny_ga
     assert two["kid"]["value"] == pytest.approx(one["metrics"]["kid"]["value"], rel=1e-3, abs=1e-6)
     [ref_one], [ref_two] = (list((tmp_path / c).glob("inception-*.npy")) for c in ("cache-one", "cache-two"))
     np.testing.assert_allclose(np.load(ref_two), np.load(ref_one), rtol=1e-4, atol=1e-4)
+
+
+def test_work_is_split_in_whole_batches_in_order(monkeypatch):
+    """Each process's share, as if it were process r of W (no process group needed)."""
+    import facegen.distributed as distributed
+
+    def shares(world, share):
+        out = []
+        for rank in range(world):
+            monkeypatch.setattr(distributed, "rank_world", lambda rank=rank: (rank, world))
+            out.append(share())
+        return out
+
+    # features: contiguous blocks of whole batches, in rank order (gathering keeps the order)
+    assert shares(2, lambda: distributed.block(7, 2)) == [range(0, 4), range(4, 7)]
+    assert shares(3, lambda: distributed.block(100, 8)) == [range(0, 32), range(32, 64), range(64, 100)]
+    assert shares(2, lambda: distributed.block(5, 8)) == [range(0, 0), range(0, 5)]
+    for n, unit, world in [(64, 32, 2), (1000, 7, 8), (3, 1, 4)]:
+        assert [i for r in shares(world, lambda: distributed.block(n, unit)) for i in r] == list(range(n))
