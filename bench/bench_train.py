@@ -38,7 +38,7 @@ from facegen.train import Loop
 CONFIGS = {
     # name: (preset, overrides). celeba64 keeps its 35.7M-parameter UNet but uses batch 2 and
     # one untimed-warm-up-free step per contestant: one step at batch 32 takes minutes on this CPU.
-    "tiny": ("ddpm-tiny32", []),
+    "tiny": ("ddpm-tiny32", ["model.prediction_type=epsilon"]),  # the reference trains epsilon (train_unconditional)
     "celeba64": ("ddpm-celeba64", ["batch_size=2", "channels_last=false", "threads=1", "num_workers=0"]),
 }
 COMMON = ["tensorboard=false", "warmup_steps=10", "log_every=1000", "sample_every=100000", "checkpoint_every=100000"]
