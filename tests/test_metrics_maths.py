@@ -144,3 +144,12 @@ def test_memorization_flags_a_planted_copy():
     assert summary["closest_pairs"][0]["generated"] == 17 and summary["closest_pairs"][0]["train"] == 123
     assert summary["copy_share"] <= 3 / 50  # the novel samples are (almost) never flagged
     assert uniqueness(np.array([0.2, 0.7, 0.9, 0.61])) == 0.75
+
+
+def test_kid_subsets_vary_even_when_the_sets_are_small():
+    from facegen.metrics.kid import subset_size
+
+    assert subset_size(10_000, 20_000) == 1000 and subset_size(32, 500) == 16 and subset_size(32, 32) == 16
+    rng = np.random.default_rng(9)
+    _, std = kernel_distance(rng.normal(size=(32, 8)), rng.normal(size=(32, 8)), subsets=10)
+    assert std > 0  # subsets spanning both whole sets would all be equal

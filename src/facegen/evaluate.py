@@ -185,7 +185,7 @@ def check_counts(metrics, n_generated: int, n_reference: int, split: str) -> lis
 def distribution_metrics(metrics, gen: np.ndarray, ref: np.ndarray) -> dict:
     """FID (+ bootstrap interval), KID, precision/recall, density/coverage, each with its counts."""
     from facegen.metrics.fid import fid_bootstrap, frechet_distance, gaussian_stats
-    from facegen.metrics.kid import kernel_distance
+    from facegen.metrics.kid import kernel_distance, subset_size
     from facegen.metrics.prdc import density_coverage, precision_recall
 
     counts = {"n_generated": int(len(gen)), "n_reference": int(len(ref))}
@@ -196,7 +196,7 @@ def distribution_metrics(metrics, gen: np.ndarray, ref: np.ndarray) -> dict:
         lo, hi = fid_bootstrap(gen, mu_ref, sigma_ref, rounds=20)
         out["fid"] = {"value": value, "ci95": [lo, hi], "bootstrap_rounds": 20, **counts}
     if "kid" in metrics:
-        subset = min(len(gen), len(ref), 1000)
+        subset = subset_size(len(gen), len(ref), 1000)
         mean, std = kernel_distance(gen, ref, subsets=100, max_subset_size=1000)
         out["kid"] = {"value": mean, "std": std, "subsets": 100, "subset_size": subset, **counts}
     if "pr" in metrics:

@@ -27,6 +27,14 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(within_x + within_y - 2 * k_xy.mean())
 
 
+def subset_size(n_a: int, n_b: int, max_subset_size: int = 1000) -> int:
+    """min(n_a, n_b, max_subset_size) as in stylegan2-ada and clean-fid, except that a subset
+    never spans the whole smaller set (every subset would be the same and the std 0): then
+    half of it."""
+    size = min(n_a, n_b, max_subset_size)
+    return size if size < min(n_a, n_b) else max(2, size // 2)
+
+
 def kernel_distance(
     features_a: np.ndarray,      # (n_a, d)
     features_b: np.ndarray,      # (n_b, d)
@@ -35,7 +43,7 @@ def kernel_distance(
     seed: int = 0,
 ) -> tuple[float, float]:
     """KID: mean and standard deviation of the unbiased MMD^2 over random subsets."""
-    size = min(len(features_a), len(features_b), max_subset_size)
+    size = subset_size(len(features_a), len(features_b), max_subset_size)
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(features_a)} and {len(features_b)}")
     rng = np.random.default_rng(seed)
