@@ -26,12 +26,15 @@ FACEGEN = Path(sys.executable).parent / "facegen"
 STEPS, BATCH = 8, 16
 COMMON = [f"batch_size={BATCH}", "log_every=1", "tensorboard=false", "sample_seeds=0-1", "sample_every=100",
           "checkpoint_every=4", "threads=1", "ema.decay=0.9"]
+# Everything the tolerances below depend on is pinned here, so a change to a preset cannot move them.
 DDPM = ["model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.attention_resolutions=[]",
-        "sample_options={sampler: ddim, steps: 2}", "lr=1e-3", "warmup_steps=0", *COMMON]
+        "model.prediction_type=epsilon", "model.beta_schedule=linear", "model.num_train_timesteps=1000",
+        "sample_options={sampler: ddim, steps: 2}", "lr=1e-3", "warmup_steps=0", "grad_clip=1.0", *COMMON]
 # Layer norm, not batch norm: batch-norm statistics are per process (each sees batch/2 images),
 # so a batch-norm GAN legitimately differs between 1 and 2 processes.
 GAN = ["model.z_dim=16", "model.g_channels=32", "model.g_min_channels=8", "model.d_channels=8",
-       "model.g_norm=layer", "model.d_norm=layer", *COMMON, "batch_size=32"]
+       "model.g_norm=layer", "model.d_norm=layer", "model.objective=nonsaturating", "lr=2e-4", "adam_betas=[0.5,0.999]",
+       "grad_clip=null", "warmup_steps=0", *COMMON, "batch_size=32"]
 
 # The processes draw their own diffusion noise / GAN latents (seed + rank), so the losses agree
 # in distribution, not bit for bit. Each logged loss (the global batch's mean) and the mean of
