@@ -72,7 +72,7 @@ def bench(name: str, steps: int) -> dict:
     contestants = {
         "pixel": Contestant(make_denoiser(pixel_model, resolution), DenoisingLoss(scheduler), lambda x: x),
         "latent_cached": Contestant(make_latent_unet(ldm, vae, resolution), DenoisingLoss(scheduler), None),
-        "latent_encode": Contestant(make_latent_unet(ldm, vae, resolution), latent_loss, lambda x: latent_loss.encode(x)),
+        "latent_encode": Contestant(make_latent_unet(ldm, vae, resolution), latent_loss, lambda x: x),  # the loss encodes
     }
     images = torch.rand(batch, 3, resolution, resolution) * 2 - 1
     cached = latent_loss.encode(images)  # what the latent cache hands the loss
@@ -104,11 +104,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU seconds measure the work alone)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {name: bench(name, args.steps) for name in args.configs}
     out = Path(__file__).parent / "results" / "ldm.json"
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}")
+    results = {}
+    for name in args.configs:  # written after each config: a long GPU-sized config can be stopped without losing the rest
+        results[name] = bench(name, args.steps)
+        out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                                   "torch": torch.__version__, "results": results}, indent=2) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
