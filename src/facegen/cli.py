@@ -347,6 +347,37 @@ def serve_command(
 # ---- demo ------------------------------------------------------------------------------
 
 
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the grid, the samples and report.html."),
+    n: int = typer.Option(200, "--n", min=16, max=100_000, help="Samples to generate and evaluate."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A run or model folder instead of the embedded default."),
+) -> None:
+    """Faces from the embedded default model, a small evaluation and an HTML report.
+
+    Needs no dataset and no download: the default model and the Inception features of its
+    held-out reference faces ship inside the package.
+
+    Examples:
+
+        facegen demo
+
+        facegen demo --out /tmp/demo --n 500
+    """
+    from facegen.demo import run_demo
+
+    r = run_demo(out, n_eval=n, model=model)
+    f, d = r["faces"], r.get("distribution")
+    typer.echo(f"model:    {r['model']} ({r['info'].get('family')}, {r['info'].get('resolution')} px)")
+    typer.echo(f"faces:    {out / 'faces.png'}  (grid of the first 64 seeds)")
+    typer.echo(f"samples:  {out / 'samples'}/  ({r['n_samples']} PNGs, {r['sampling']['images_per_second']:.1f} img/s)")
+    typer.echo(f"checks:   one face found in {f['one_face_share']:.1%} of {f['n']} samples (dlib HOG)")
+    if d:
+        typer.echo(f"metrics:  KID {d['kid']:.4f} +/- {d['kid_std']:.4f}, precision {d['precision']:.3f}, recall {d['recall']:.3f} "
+                   f"({d['n_generated']} generated vs {d['n_reference']} held-out real faces; indicative only)")
+    typer.echo(f"report:   {out / 'report.html'}")
+
+
 def main() -> None:
     try:
         app()
