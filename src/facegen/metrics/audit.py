@@ -57,7 +57,8 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
         summary["flagged"] = [int(gen_index[i]) for i in summary["flagged"]]
         for pair in summary["closest_pairs"]:
             pair["generated"], pair["train"] = int(gen_index[pair["generated"]]), int(train_index[pair["train"]])
-        identity |= summary | {"uniqueness": uniqueness(nn["d1"])}
+        # n_generated stays the number of pictures examined (the protocol), not of faces found
+        identity |= summary | {"uniqueness": uniqueness(nn["d1"]), "n_generated": n_gen}
     out["identity"] = identity
     return out, pairs_picture(images, train, out, store.resolution)
 

@@ -94,10 +94,12 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     notes = ["Mean ± standard deviation over seeds (groups by run name without its run number and -seedN suffix)."]
     if any(DAGGER in c for row in rows for c in row):
         notes.append(f"{DAGGER} not comparable with the rest of its column: different sample counts or reference set.")
+    by_protocol: dict[tuple, list[str]] = {}
     for title, *_ in columns:
-        n_gen, n_ref, ref_hash, split = baseline[title]
-        against = f"{n_ref} reference pictures" if n_ref else "the training split"
-        notes.append(f"{title}: {n_gen} generated pictures vs {against}; reference {split!r} of store {ref_hash[:12]}.")
+        by_protocol.setdefault(baseline[title], []).append(title)
+    for (n_gen, n_ref, ref_hash, split), titles in by_protocol.items():
+        against = f"{n_ref} reference pictures ({split!r} of store {ref_hash[:12]})" if n_ref else f"the training split of store {ref_hash[:12]}"
+        notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {against}.")
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows] + [""] + [f"- {n}" for n in notes]) + "\n"
     if show:
