@@ -71,8 +71,11 @@ def test_latent_scale_gives_unit_variance(ae_run, celeba_store32):
     with torch.no_grad():
         z = vae.encode(faces).latent_dist.sample(generator=torch.Generator().manual_seed(1)) * vae.config.scaling_factor
     assert z.shape[1:] == (3, 8, 8)
-    assert 0.9 < z.std().item() < 1.1  # unit variance after scaling (the raw latents are far from it)
-    assert abs(1 / vae.config.scaling_factor - 1) > 0.05
+    assert 0.9 < z.std().item() < 1.1  # unit variance after scaling
+    holdout = torch.from_numpy(np.array(celeba_store32.split("holdout"))).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():  # faces the scale was not measured on: still about unit variance
+        z = vae.encode(holdout).latent_dist.sample(generator=torch.Generator().manual_seed(2)) * vae.config.scaling_factor
+    assert 0.8 < z.std().item() < 1.25
 
 
 def test_autoencoder_resume_is_exact(ae_run, celeba_store32, tmp_path):

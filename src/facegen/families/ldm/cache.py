@@ -42,7 +42,7 @@ class LatentCache:
                 for i in range(0, len(pixels), batch):
                     faces = np.asarray(pixels[i : i + batch])
                     for view in (faces, faces[:, :, ::-1]):  # as stored, mirrored (the loader's hflip)
-                        x = torch.from_numpy(np.ascontiguousarray(view)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                        x = torch.from_numpy(np.array(view)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
                         posterior = vae.encode(x.to(device)).latent_dist
                         moments.append(torch.stack([posterior.mean, posterior.std], 1).half().cpu().numpy())
                         keys.extend(image_key(f) for f in view)
