@@ -41,11 +41,16 @@ class DiffusionGenerator:
         return next(self.unet.parameters()).device
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
-        shape = (self.channels, self.resolution, self.resolution)
-        x_T = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        side = int(self.unet.config.sample_size)  # the UNet's side: pixels here, latents in ldm
+        x_T = [torch.randn((self.channels, side, side), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
         return torch.stack(x_T).to(self.device)  # (n, c, h, w)
 
     def decode(self, noise: torch.Tensor, seeds: Sequence[int], sampler: str | None = None, steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+        return self.denoise(noise, seeds, sampler, steps, eta).clamp(-1, 1)
+
+    @torch.no_grad()
+    def denoise(self, noise: torch.Tensor, seeds: Sequence[int], sampler: str | None = None, steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+        """x_T -> x_0 with the chosen sampler; per-step noise from one generator per seed."""
         sampler = sampler or self.default_sampler
         if sampler not in SCHEDULERS:
             raise FacegenError(f"unknown sampler {sampler!r} for a diffusion model; choose one of {', '.join(SCHEDULERS)}")
@@ -53,10 +58,9 @@ class DiffusionGenerator:
         was_training = self.unet.training
         self.unet.eval()
         try:
-            x_0 = denoise(self.unet, make_sampler(sampler, self.scheduler_config), noise, generators, steps or self.default_steps, eta)
+            return denoise(self.unet, make_sampler(sampler, self.scheduler_config), noise, generators, steps or self.default_steps, eta)
         finally:
             self.unet.train(was_training)
-        return x_0.clamp(-1, 1)
 
     def info(self) -> dict:
         return {

@@ -47,9 +47,12 @@ def make_scheduler(model: dict) -> DDPMScheduler:
     )
 
 
-def make_denoiser(model: dict, resolution: int):
+def make_denoiser(model: dict, resolution: int, in_channels: int = 3):
+    """The UNet of a `model:` section; resolution and channels are the denoised tensor's
+    (pixels here, latents for the ldm family)."""
     return make_unet(
         resolution,
+        in_channels=in_channels,
         block_out_channels=model["block_out_channels"],
         layers_per_block=model["layers_per_block"],
         attention_resolutions=model["attention_resolutions"],

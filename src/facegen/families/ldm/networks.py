@@ -13,8 +13,7 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL
 
-from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS
-from facegen.nets.unet import make_unet
+from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS, make_denoiser
 from facegen.utils import FacegenError
 
 MODEL_DEFAULTS: dict = {
@@ -51,15 +50,5 @@ def load_autoencoder(path, resolution: int) -> AutoencoderKL:
 
 
 def make_latent_unet(model: dict, vae: AutoencoderKL, resolution: int):
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    return make_unet(
-        resolution // factor,
-        block_out_channels=model["block_out_channels"],
-        layers_per_block=model["layers_per_block"],
-        attention_resolutions=model["attention_resolutions"],
-        attention_head_dim=model["attention_head_dim"],
-        dropout=model["dropout"],
-        norm_num_groups=model["norm_num_groups"],
-        weight_standardized=model["weight_standardized"],
-        in_channels=int(vae.config.latent_channels),
-    )
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's downsampling
+    return make_denoiser(model, resolution // factor, in_channels=int(vae.config.latent_channels))
