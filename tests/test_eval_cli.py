@@ -92,6 +92,18 @@ def test_eval_folder_writes_reports_and_catches_the_planted_copy(sets, facegen):
     assert len(list(sets["cache"].glob("inception-*.npy"))) == 2  # holdout and train features, cached
 
 
+@pytest.mark.parametrize("pool, found_in_inception", [(10, True), (3, False)])
+def test_mem_pool_limits_the_inception_search_but_not_the_pixel_one(pool, found_in_inception, sets, facegen):
+    out = sets["root"] / f"report-pool{pool}"
+    done = facegen("eval", sets["folder"], "--ref", sets["ref"], "--metrics", "mem", "--mem-pool", pool, "--out", out, cache=sets["cache"])
+    assert done.returncode == 0, done.stderr
+    mem = json.loads((out / "metrics.json").read_text())["metrics"]["memorization"]
+    assert mem["inception"]["n_train"] == pool and mem["train_count"] == 40
+    assert 12 in mem["pixels"]["flagged"]  # the pixel search always covers the whole train split
+    nearest = mem["inception"]["closest_pairs"][0]
+    assert (nearest["generated"] == 12 and nearest["distance"] < 1e-3) is found_in_inception
+
+
 def test_eval_store_real_vs_real_and_reuses_cached_reference(sets, facegen):
     out = sets["root"] / "report-store"
     before = sorted(p.name for p in sets["cache"].glob("inception-*.npy"))

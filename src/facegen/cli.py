@@ -215,6 +215,7 @@ def eval_command(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler when SOURCE is a run; default: the model's."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps when SOURCE is a run."),
     batch: int = typer.Option(32, "--batch", min=1, max=1024, help="Inception batch size (does not change the figures)."),
+    mem_pool: Optional[int] = typer.Option(None, "--mem-pool", min=2, help="Memorization in Inception space: search only the first N training faces (recorded in the report); default: the whole train split."),
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion run: guidance weight; default: the model's."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion run: the prompt; default: the model's."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion run: negative prompt; default: the model's."),
@@ -239,7 +240,7 @@ def eval_command(
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
                                  ("negative_prompt", negative_prompt)) if v is not None}
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
-                      sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]))
+                      sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]), mem_pool=mem_pool)
     m = result["metrics"]
     for name, entry in m.items():
         if "value" in entry:

@@ -70,6 +70,7 @@ def evaluate(
     sample_options: dict | None = None,  # sampler options for a run (sampler=, steps=)
     progress: bool = True,
     command: str | None = None,    # the command line to record (None: sys.argv)
+    mem_pool: int | None = None,   # memorization in Inception space: search the first N training faces (None: all)
 ) -> dict:
     """Compute the metrics, write metrics.json, report.md and report.html; return the results."""
     from facegen.distributed import is_main, wait
@@ -106,7 +107,8 @@ def evaluate(
         from facegen.metrics.audit import memorization_audit
 
         results["memorization"], pictures["closest_pairs"] = memorization_audit(
-            src.images, gen_features, store, batch_size, progress, IDENTITY_MAX_GENERATED, IDENTITY_MAX_TRAIN, PIXEL_SIDE)
+            src.images, gen_features, store, batch_size, progress, IDENTITY_MAX_GENERATED, IDENTITY_MAX_TRAIN, PIXEL_SIDE,
+            inception_max_train=mem_pool)
     if "faces" in metrics:
         results["faces"], pictures["face_checks"] = face_checks(src.images, store, split, progress)
 

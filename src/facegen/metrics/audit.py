@@ -26,8 +26,13 @@ def pixel_features(images, side: int, count: int | None = None) -> np.ndarray:
 
 
 def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, progress: bool,
-                       identity_max_generated: int, identity_max_train: int, pixel_side: int) -> tuple[dict, bytes]:
-    """Summary per space (copy share, flagged samples, closest pairs) and a PNG of the pairs."""
+                       identity_max_generated: int, identity_max_train: int, pixel_side: int,
+                       inception_max_train: int | None = None) -> tuple[dict, bytes]:
+    """Summary per space (copy share, flagged samples, closest pairs) and a PNG of the pairs.
+
+    The pixel-space search always covers the whole train split (cheap). The Inception-space
+    search covers the first `inception_max_train` training faces when given (features of a
+    large train split cost minutes per thousand on a CPU); the pool size is recorded."""
     from facegen.metrics.inception import store_features
     from facegen.metrics.cache import cached_array
     from facegen.metrics.identity import identity_embeddings
@@ -36,8 +41,9 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
     train = store.split("train")
     out: dict = {"train_count": len(train)}
 
-    inception = nearest_training(gen_features, store_features(store, "train", len(train), batch_size, progress))
-    out["inception"] = audit_summary(inception)
+    n_inception = min(inception_max_train or len(train), len(train))
+    inception = nearest_training(gen_features, store_features(store, "train", n_inception, batch_size, progress))
+    out["inception"] = {"n_train": n_inception, **audit_summary(inception)}
     pixels = nearest_training(pixel_features(images, pixel_side), pixel_features(train, pixel_side))
     out["pixels"] = {"side": pixel_side, **audit_summary(pixels)}
 
