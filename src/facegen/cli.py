@@ -162,7 +162,7 @@ def train_command(
 
 @app.command("sample")
 def sample_command(
-    run: Path = typer.Argument(..., help="Run folder (or its model/ folder) of a finished training."),
+    run: Optional[Path] = typer.Argument(None, help="Run folder (or its model/ folder) of a finished training; omitted = the embedded default model."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of images: seeds START .. START+N-1."),
     out: Path = typer.Option(..., "--out", help="Folder for seedNNNNNN.png files (existing files are kept and skipped)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's."),
@@ -179,6 +179,8 @@ def sample_command(
     A rerun skips images that exist, so a killed job continues where it stopped.
 
     Examples:
+
+        facegen sample --n 8 --out faces            # the embedded default model
 
         facegen sample runs/tiny32 --n 16 --out faces --sampler dpm++ --steps 20
 

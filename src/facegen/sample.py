@@ -96,7 +96,7 @@ def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     mine = shard_seeds(list(seeds), shard)
     todo = [s for s in mine if not seed_file(out_dir, s).exists()]
-    generator = load_generator(path_or_generator) if isinstance(path_or_generator, (str, Path)) else path_or_generator
+    generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
     start = time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as bar:

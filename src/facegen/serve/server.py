@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import facegen
 from facegen.utils import FacegenError
-
-# The embedded default model ships inside the package (pyproject's package-data "default/*").
-DEFAULT_MODEL = Path(facegen.__file__).resolve().parent / "default"
 
 
 def serve(
@@ -23,9 +19,9 @@ def serve(
     device: str | None = None,                      # torch device; None = cuda when present, else cpu
 ) -> None:
     if run is None:
-        if not DEFAULT_MODEL.is_dir() or not any(DEFAULT_MODEL.iterdir()):
-            raise FacegenError(f"no default model is installed at {DEFAULT_MODEL}; serve a trained run instead: `facegen serve runs/NAME`")
-        run = DEFAULT_MODEL
+        from facegen.sample import model_dir
+
+        run = model_dir(None)  # the embedded default model, or a one-line error saying to pass a run
     if not Path(run).exists():  # checked before the slow imports, so a typo is answered at once
         raise FacegenError(f"{run}: no such run or model folder; give a run folder written by `facegen train`")
 
