@@ -33,8 +33,9 @@ demo: install
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+## make bench: every benchmark in bench/ (minutes each; results in bench/results/*.json)
 bench: install-dev
-	$(BIN)/python bench/run_all.py
+	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
