@@ -1,0 +1,46 @@
+"""The embedded default model: shipped in the package, used when no run is given."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facegen.cli import app
+from facegen.demo import REFERENCE_FEATURES
+from facegen.sample import DEFAULT_MODEL, EXPORT_META, generate, load_generator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_the_default_model_ships_with_its_card_evaluation_and_reference():
+    meta = json.loads((DEFAULT_MODEL / EXPORT_META).read_text())
+    assert meta["family"] == "gan" and meta["resolution"] == 64
+    weights = sum(f.stat().st_size for f in DEFAULT_MODEL.glob("*.safetensors"))
+    assert 0 < weights < 25 * 2**20  # the issue's size cap
+    card = (DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    assert "Memorization audit" in card and "samples (generated / reference)" in card
+    report = json.loads((DEFAULT_MODEL / "eval" / "metrics.json").read_text())
+    assert report["metrics"]["kid"]["n_generated"] >= 1000 and "memorization" in report["metrics"]
+    reference = np.load(DEFAULT_MODEL / REFERENCE_FEATURES)["features"]
+    assert reference.shape == (1000, 2048)
+
+
+def test_default_model_makes_the_same_face_per_seed():
+    generator = load_generator(None, device="cpu")
+    a = generate(generator, [3, 7], batch_size=2)
+    b = generate(generator, [7], batch_size=1)
+    assert a.shape == (2, 64, 64, 3) and a.dtype == np.uint8
+    assert np.abs(a[1].astype(int) - b[0].astype(int)).max() <= 1  # batch shapes may round differently on CPU
+    assert a[0].std() > 10  # a picture, not a flat colour
+
+
+def test_sample_without_a_run_uses_the_default_model(tmp_path):
+    result = CliRunner().invoke(app, ["sample", "--n", "8", "--out", str(tmp_path / "faces")])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "faces").iterdir())
+    assert [f.name for f in files] == [f"seed{s:06d}.png" for s in range(8)]
+    assert Image.open(files[0]).size == (64, 64)
