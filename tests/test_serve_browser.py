@@ -47,13 +47,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_gan_model):
+def server():
     import uvicorn
 
     from facegen.sample import load_generator
     from facegen.serve.app import create_app
 
-    app = create_app(load_generator(tiny_gan_model, "cpu"))
+    app = create_app(load_generator(None, "cpu"))  # the embedded default model: real faces in the screenshots
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -89,7 +89,7 @@ def test_space_shows_a_new_face(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page, errors = open_page(browser, server + "/", viewport={"width": 1280, "height": 860})
     before_url, before = page.eval_on_selector("#face", "img => img.dataset.url"), page.evaluate(FACE_PIXELS)
-    assert "seed=" in before_url and page.locator("footer").inner_text().startswith("tiny-gan")
+    assert "seed=" in before_url and page.locator("footer").inner_text().startswith("gan64-default")
     page.screenshot(path=str(ARTIFACTS / "serve-page.png"))
 
     page.keyboard.press("Space")
