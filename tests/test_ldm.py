@@ -147,3 +147,20 @@ def test_ldm_needs_an_autoencoder(celeba_store32, ldm_run, tmp_path):
         train("ldm-tiny64", celeba_store32, tmp_path / "a", LDM, steps=1)
     with pytest.raises(FacegenError, match="not an exported autoencoder"):
         train("ldm-tiny64", celeba_store32, tmp_path / "b", [*LDM, f"model.autoencoder={ldm_run}"], steps=1)
+
+
+def test_relative_autoencoder_path_is_recorded_absolute(celeba_store32, ae_run, tmp_path, monkeypatch):
+    """A run records --autoencoder as an absolute path, so --resume works from another directory."""
+    import os
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from facegen.cli import app
+
+    monkeypatch.chdir(ae_run.parent)
+    args = ["train", "ldm-tiny64", "--data", str(celeba_store32.path), "--out", str(tmp_path / "run"),
+            "--autoencoder", os.path.relpath(ae_run), "--dry-run", *COMMON, *LDM]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["model"]["autoencoder"] == str(ae_run.resolve())

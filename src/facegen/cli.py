@@ -146,7 +146,10 @@ def train_command(
     from facegen.distributed import is_main
     from facegen.train import resolved_yaml, train
 
-    overrides = [*(overrides or []), *([f"model.autoencoder={autoencoder}"] if autoencoder else [])]
+    # Local paths are recorded absolute, so that --resume and sampling work from any directory.
+    if pretrained and Path(pretrained).exists():
+        pretrained = str(Path(pretrained).resolve())
+    overrides = [*(overrides or []), *([f"model.autoencoder={autoencoder.resolve()}"] if autoencoder else [])]
     # json.dumps quotes the text, so YAML reads it back as this exact string (colons included).
     overrides += [f"model.{key}={json.dumps(value)}" for key, value in (("pretrained", pretrained), ("prompt", prompt)) if value is not None]
     cfg = train(preset, data, out, overrides=overrides, steps=steps, resume=resume, dry_run=dry_run)
