@@ -104,10 +104,14 @@ def small_state():
     return {"net": net}, {"main": optimizer}
 
 
+def saved(optimizers: dict) -> dict:
+    return {name: optimizer.state_dict() for name, optimizer in optimizers.items()}  # what save_checkpoint writes
+
+
 def test_a_killed_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
     nets, optimizers = small_state()
     root = tmp_path / "checkpoints"
-    save_checkpoint(root, {"step": 5}, nets, {}, optimizers, {}, [{}])
+    save_checkpoint(root, {"step": 5}, nets, {}, saved(optimizers), {}, [{}])
     before = {k: v.clone() for k, v in nets["net"].state_dict().items()}
 
     def crash(*args, **kwargs):
@@ -115,7 +119,7 @@ def test_a_killed_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypat
 
     monkeypatch.setattr(torch, "save", crash)  # dies inside the temporary folder, mid-save
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(root, {"step": 6}, nets, {}, optimizers, {}, [{}])
+        save_checkpoint(root, {"step": 6}, nets, {}, saved(optimizers), {}, [{}])
     monkeypatch.undo()
     assert sorted(p.name for p in root.iterdir()) == ["step-000005"]  # no step-000006, no temp folder
     with torch.no_grad():

@@ -1,8 +1,8 @@
 """Resumable training state: RUN/checkpoints/step-XXXXXX/ (STYLE G7).
 
 A checkpoint folder holds
-    state.json               step, images seen, data position, world size (written last)
-    nets/<name>.safetensors  every trained net (unwrapped, un-compiled)
+    state.json               step, images seen, data position, world size, fsdp (written last)
+    nets/<name>.safetensors  every trained net (unwrapped, un-compiled, full weights under FSDP too)
     ema/<name>.pt            EMA state (shadow weights, decay warm-up step)
     optimizers/<phase>.pt    optimizer state per phase
     lr/<phase>.pt            lr schedule state per phase
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
+from facegen.distributed import is_sharded, shard_like
 from facegen.utils import atomic_dir, atomic_write_json
 
 STATE = "state.json"
@@ -54,20 +55,20 @@ def _as_tuples(x):
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save_checkpoint(root: Path, state: dict, nets: dict, emas: dict, optimizers: dict, lr_schedules: dict, rng_states: list[dict]) -> Path:
-    """Write step-XXXXXX/ under `root` atomically; `state` must hold "step"."""
+def save_checkpoint(root: Path, state: dict, nets: dict, ema_states: dict, optimizer_states: dict, lr_states: dict,
+                    rng_states: list[dict]) -> Path:
+    """Write step-XXXXXX/ under `root` atomically; `state` must hold "step". The nets are modules
+    with their full weights; EMA, optimizer and lr schedule come as full state dicts (under FSDP
+    only the loop, with every process taking part, can gather them: distributed.full_state)."""
     final = Path(root) / f"step-{state['step']:06d}"
     with atomic_dir(final, overwrite=True) as tmp:
         for folder in ("nets", "ema", "optimizers", "lr", "rng"):
             (tmp / folder).mkdir()
         for name, net in nets.items():
             save_model(net, str(tmp / "nets" / f"{name}.safetensors"))
-        for name, ema in emas.items():
-            torch.save(ema.state_dict(), tmp / "ema" / f"{name}.pt")
-        for name, optimizer in optimizers.items():
-            torch.save(optimizer.state_dict(), tmp / "optimizers" / f"{name}.pt")
-        for name, schedule in lr_schedules.items():
-            torch.save(schedule.state_dict(), tmp / "lr" / f"{name}.pt")
+        for folder, states in (("ema", ema_states), ("optimizers", optimizer_states), ("lr", lr_states)):
+            for name, saved in states.items():
+                torch.save(saved, tmp / folder / f"{name}.pt")
         for rank, rng in enumerate(rng_states):
             torch.save(rng, tmp / "rng" / f"process{rank}.pt")
         atomic_write_json(tmp / STATE, state)  # last: a folder without it is never used
@@ -75,14 +76,26 @@ def save_checkpoint(root: Path, state: dict, nets: dict, emas: dict, optimizers:
 
 
 def load_checkpoint(folder: Path, nets: dict, emas: dict, optimizers: dict, lr_schedules: dict, rank: int = 0) -> tuple[dict, dict | None]:
-    """Load everything in place; return (state, this process's RNG state or None if absent)."""
+    """Load everything in place, every process the full checkpoint; a process whose nets FSDP
+    shards keeps its shard of each weight, EMA and optimizer tensor (the same files load with
+    or without FSDP, on any number of processes). Return (state, this process's RNG state or
+    None if absent)."""
     folder = Path(folder)
     for name, net in nets.items():
-        load_model(net, str(folder / "nets" / f"{name}.safetensors"))
+        path = folder / "nets" / f"{name}.safetensors"
+        if is_sharded(net):
+            current = net.state_dict()
+            net.load_state_dict({k: shard_like(v, current[k]) for k, v in load_file(path).items()})
+        else:
+            load_model(net, str(path))
     for name, ema in emas.items():
+        like = ema.shadow_params  # sharded as the net's parameters are
         ema.load_state_dict(torch.load(folder / "ema" / f"{name}.pt", weights_only=True))
+        ema.shadow_params = [shard_like(s, p) for s, p in zip(ema.shadow_params, like)]
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(torch.load(folder / "optimizers" / f"{name}.pt", weights_only=True))
+        for param, moments in optimizer.state.items():  # Adam's moments have the shape of their parameter
+            moments.update({k: shard_like(v, param) for k, v in moments.items()})
     for name, schedule in lr_schedules.items():
         schedule.load_state_dict(torch.load(folder / "lr" / f"{name}.pt", weights_only=True))
     rng_file = folder / "rng" / f"process{rank}.pt"

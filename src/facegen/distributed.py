@@ -10,6 +10,8 @@ results are gathered, and only the main process writes shared files.
 
 On a machine without CUDA a launch with several processes runs on the CPU with the gloo
 backend (`use_cpu`): accelerate would otherwise start W independent single-process jobs.
+Under FSDP (`accelerator`) each process holds a shard of every trained weight; `full_state`
+gathers state dicts for saving and `shard_like` cuts loaded full tensors back into shards.
 See docs/scaling.md.
 """
 
@@ -32,6 +34,60 @@ def use_cpu() -> bool:
     import torch
 
     return launched_processes() > 1 and not torch.cuda.is_available()
+
+
+def accelerator(**kwargs):
+    """accelerate's Accelerator for this launch: CPU processes with gloo where there is no CUDA.
+
+    With an FSDP config on CPU processes accelerate would silently train with DDP instead: it
+    applies FSDP only to GPU-type process groups. FSDP2 (`fully_shard`) runs on the CPU with
+    gloo as well, so the state is switched to FSDP here; that is how CI tests the loop's sharded
+    paths (tests/test_distributed.py). The plugin is read from the launcher's environment, as
+    accelerate reads it on a GPU machine.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    acc = Accelerator(cpu=use_cpu(), **kwargs)
+    if use_cpu() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        acc.state.distributed_type = DistributedType.FSDP
+    return acc
+
+
+def full_state(obj: Any, keep: bool = True) -> Any:
+    """A state dict (nested dicts, lists) with every FSDP shard (a DTensor) gathered into the full
+    tensor, on the CPU; anything else as it is, so without FSDP this changes nothing. Every
+    process must call it: each gather is a collective. keep=False (a process that writes
+    nothing) drops each gathered tensor at once instead of holding the whole model."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(obj, DTensor):
+        full = obj.full_tensor().cpu()  # one full tensor at a time on the device, never the whole model
+        return full if keep else None
+    if isinstance(obj, dict):
+        return {k: full_state(v, keep) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(full_state(v, keep) for v in obj)
+    return obj
+
+
+def shard_like(value: Any, like: Any) -> Any:
+    """`value`, a full tensor, held the way `like` is: this process's shard if `like` is an FSDP
+    DTensor of the same shape, else `value` itself. Every process holds the full value (all
+    read the same checkpoint), so each cuts out its own shard without communicating."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(like, DTensor) or isinstance(value, DTensor) or value.shape != like.shape:
+        return value
+    return distribute_tensor(value.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def is_sharded(module) -> bool:
+    """Whether FSDP holds `module`'s weights as shards (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 @functools.lru_cache(maxsize=1)

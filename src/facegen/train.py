@@ -5,7 +5,8 @@
 
 It builds a family's nets, optimizers and loss (`Family.build`), then for each step runs the
 family's phases (one for diffusion, "D" then "G" for a GAN), with gradient accumulation,
-clipping, lr warm-up, EMA, mixed precision and accelerate's device handling. It writes
+clipping, lr warm-up, EMA, mixed precision and accelerate's device handling (DDP, or FSDP2,
+whose shards it gathers for checkpoints, grids and the export). It writes
 checkpoints (checkpoint.py), metrics, loss.png and sample grids (run_log.py), and exports
 RUN/model/ with the EMA weights at the end. It knows nothing family-specific.
 """
@@ -13,6 +14,8 @@ RUN/model/ with the EMA weights at the end. It knows nothing family-specific.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import random
 import signal
 import sys
@@ -27,7 +30,7 @@ import yaml
 from facegen.checkpoint import latest_checkpoint, load_checkpoint, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
 from facegen.config import load_config, per_process_batch, read_run_config, save_config
 from facegen.data.store import FaceStore
-from facegen.distributed import use_cpu
+from facegen.distributed import accelerator, full_state
 from facegen.families import get_family
 from facegen.families.base import Diverged
 from facegen.run_log import MetricsLog, plot_losses, save_samples
@@ -73,27 +76,34 @@ def out_of_memory_advice(cfg: dict) -> str:
 
 class Loop:
     def __init__(self, cfg: dict, store: FaceStore, out: Path, resume: bool):
-        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
         from diffusers.training_utils import EMAModel
 
         self.cfg, self.out, self.family = cfg, out, get_family(cfg["family"])
         mixed = cfg["mixed_precision"] if cfg["mixed_precision"] != "auto" else ("bf16" if torch.cuda.is_available() else "no")
-        # cpu=use_cpu(): a multi-process launch on a machine without CUDA trains on the CPU with gloo (docs/scaling.md)
-        self.accelerator = acc = Accelerator(cpu=use_cpu(), mixed_precision=mixed, log_with="tensorboard" if cfg["tensorboard"] else None, project_dir=out)
+        # a multi-process launch on a machine without CUDA trains on the CPU with gloo, FSDP included (docs/scaling.md)
+        self.accelerator = acc = accelerator(mixed_precision=mixed, log_with="tensorboard" if cfg["tensorboard"] else None, project_dir=out)
         self.is_main = acc.is_main_process
+        self.sharded = acc.distributed_type == DistributedType.FSDP
+        if self.sharded and not acc.is_fsdp2:
+            raise FacegenError("facegen trains with FSDP version 2 only (fully_shard): set fsdp_version: 2 in the accelerate config "
+                               "(docs/accelerate/fsdp-sd.yaml)")
         self.micro_batch = per_process_batch(cfg, acc.num_processes)
         set_numerics(cfg)
 
         # Build with the same seed on every process, then give each process its own noise.
         seed_everything(cfg["seed"])
         self.built = built = self.family.build(cfg, cfg["resolution"])
-        self.nets = built.nets  # unwrapped, un-compiled: what checkpoints, EMA and export see
+        self.nets = built.nets  # unwrapped, un-compiled (under FSDP: sharded in place); what checkpoints and EMA see
         memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
         for net in self.nets.values():
             net.to(memory_format=memory_format)
         for net in built.frozen.values():
             net.to(acc.device).eval().requires_grad_(False)
         self.trainable = {name: [p.requires_grad for p in net.parameters()] for name, net in self.nets.items()}
+        # Under FSDP every process holds a shard of each weight; the main process keeps one
+        # unsharded copy (on the CPU) to gather the weights into for checkpoints, grids and export.
+        self.full_copies = {n: copy.deepcopy(net).cpu() for n, net in self.nets.items()} if self.sharded and self.is_main else {}
         names = list(self.nets)
         prepared = acc.prepare(*[self.nets[n] for n in names], *[p.optimizer for p in built.phases])
         self.wrapped = dict(zip(names, prepared[: len(names)]))
@@ -103,8 +113,10 @@ class Loop:
         self.lr_schedules = {p.name: torch.optim.lr_scheduler.LambdaLR(p.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
                              for p in built.phases}
         e = cfg["ema"]
+        # Under FSDP each process averages its own shard (DTensors); saving gathers them. foreach
+        # is off there: DTensor has no rule for the _foreach_copy_ that swaps the weights in.
         self.emas = {n: EMAModel(self.nets[n].parameters(), decay=e["decay"], use_ema_warmup=e["warmup"], inv_gamma=e["inv_gamma"],
-                                 power=e["power"], update_after_step=e["update_after_step"], foreach=True) for n in built.ema}
+                                 power=e["power"], update_after_step=e["update_after_step"], foreach=not self.sharded) for n in built.ema}
 
         self.step, self.position = 0, 0  # optimizer steps done; stream positions consumed (all processes)
         self.metrics = MetricsLog(out / "metrics.jsonl")
@@ -227,9 +239,10 @@ class Loop:
                 if self.is_main:
                     print(message, file=sys.stderr)  # the CLI itself only prints "interrupted"
                 raise KeyboardInterrupt(message)
-            if self.is_main:
-                with self.ema_weights(), atomic_dir(self.out / "model", overwrite=True) as tmp:
-                    self.family.export(self.built, cfg, tmp)
+            with self.ema_built() as built:
+                if self.is_main:
+                    with atomic_dir(self.out / "model", overwrite=True) as tmp:
+                        self.family.export(built, cfg, tmp)
             acc.wait_for_everyone()  # every process returns once model/ exists; none leaves the group early
         finally:
             if previous_handler is not None:
@@ -293,21 +306,49 @@ class Loop:
                 ema.restore(self.nets[name].parameters())
             set_rng_state(rng)
 
+    def full_nets(self) -> dict:
+        """The trained nets with their full weights, for the main process to save or export. Under
+        FSDP every process must call it: the shards are gathered into the main process's copies."""
+        if not self.sharded:
+            return self.nets
+        for name, net in self.nets.items():
+            weights = full_state(net.state_dict(), keep=self.is_main)
+            if self.is_main:
+                self.full_copies[name].load_state_dict(weights)
+        return self.full_copies
+
+    @contextlib.contextmanager
+    def ema_built(self):
+        """The Built with the EMA weights, full, on the training device: what grids and the export
+        see (every process must enter it; only the main process may use what it yields)."""
+        with self.ema_weights():
+            nets = self.full_nets()
+            if self.sharded and self.is_main:  # the copies wait on the CPU; sampling needs them beside the frozen nets
+                for net in nets.values():
+                    net.to(self.accelerator.device)
+            try:
+                yield dataclasses.replace(self.built, nets=nets)
+            finally:
+                if self.sharded and self.is_main:
+                    for net in nets.values():
+                        net.cpu()
+
     def sample_grid(self) -> None:
         from facegen.sample import generate, load_generator
 
         self.check_finite()
-        if self.is_main:
-            seeds = parse_seeds(self.cfg["sample_seeds"])
-            with self.ema_weights(), tempfile.TemporaryDirectory() as tmp:
-                if hasattr(self.family, "generator"):  # in-memory; otherwise through an export
-                    generator = self.family.generator(self.built, self.cfg)
-                else:
-                    self.family.export(self.built, self.cfg, Path(tmp))
-                    generator = load_generator(tmp, device=str(self.accelerator.device))
-                images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
-            save_samples(self.out / "samples", self.step, images)
-            plot_losses(self.metrics.rows(), self.out / "loss.png")
+        with self.ema_built() as built:
+            if self.is_main:
+                seeds = parse_seeds(self.cfg["sample_seeds"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    if hasattr(self.family, "generator"):  # in-memory; otherwise through an export
+                        generator = self.family.generator(built, self.cfg)
+                    else:
+                        self.family.export(built, self.cfg, Path(tmp))
+                        generator = load_generator(tmp, device=str(self.accelerator.device))
+                    images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
+                save_samples(self.out / "samples", self.step, images)
+                plot_losses(self.metrics.rows(), self.out / "loss.png")
         self.accelerator.wait_for_everyone()
 
     def check_finite(self) -> None:
@@ -323,10 +364,16 @@ class Loop:
 
         acc = self.accelerator
         rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+        # Full tensors (gathered from every process's shard under FSDP), so a checkpoint is the
+        # same files with or without FSDP and loads on any number of processes.
+        nets = self.full_nets()
+        emas = {n: full_state(ema.state_dict(), keep=self.is_main) for n, ema in self.emas.items()}
+        optimizers = {n: full_state(o.state_dict(), keep=self.is_main) for n, o in self.optimizers.items()}
         if self.is_main:
             state = {"step": self.step, "images_seen": self.step * self.cfg["batch_size"], "data_position": self.position,
-                     "world_size": acc.num_processes, "time": time.time()}
-            save_checkpoint(self.out / "checkpoints", state, self.nets, self.emas, self.optimizers, self.lr_schedules, rngs)
+                     "world_size": acc.num_processes, "fsdp": self.sharded, "time": time.time()}
+            lr = {n: schedule.state_dict() for n, schedule in self.lr_schedules.items()}
+            save_checkpoint(self.out / "checkpoints", state, nets, emas, optimizers, lr, rngs)
             rotate_checkpoints(self.out / "checkpoints", self.cfg["keep_checkpoints"])
             plot_losses(self.metrics.rows(), self.out / "loss.png")
         acc.wait_for_everyone()
