@@ -142,6 +142,8 @@ def test_compare_groups_seeds_and_marks_incomparable(sets, facegen, tmp_path):
     assert "| 2 | 15.00 ± 7.07 |" in rows["ddpm"]  # KID x1e3: mean and sample std of 10 and 20
     assert "60.00 ± 14.14†" in rows["gan"]         # one gan report used 99 samples: not comparable
     assert "not comparable" in table and "ddpm" in done.stdout
+    # the face check is per picture: its note names no reference set
+    assert "one face: share of 13 generated pictures" in table and "training split" not in table
 
 
 @pytest.mark.parametrize(

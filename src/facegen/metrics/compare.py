@@ -98,8 +98,10 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     for title, *_ in columns:
         by_protocol.setdefault(baseline[title], []).append(title)
     for (n_gen, n_ref, ref_hash, split), titles in by_protocol.items():
-        against = f"{n_ref} reference pictures ({split!r} of store {ref_hash[:12]})" if n_ref else f"the training split of store {ref_hash[:12]}"
-        notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {against}.")
+        if n_ref:
+            notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {n_ref} reference pictures ({split!r} of store {ref_hash[:12]}).")
+        else:  # a per-picture check (the face check): no reference set enters the figure
+            notes.append(f"{', '.join(titles)}: share of {n_gen} generated pictures (reference store {ref_hash[:12]}).")
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows] + [""] + [f"- {n}" for n in notes]) + "\n"
     if show:
