@@ -93,9 +93,22 @@ def is_sharded(module) -> bool:
 @functools.lru_cache(maxsize=1)
 def state():
     """accelerate's PartialState (initialises the process group once); only under a launcher."""
+    import atexit
+
     from accelerate import PartialState
 
-    return PartialState(cpu=use_cpu())
+    partial = PartialState(cpu=use_cpu())
+    # Leaving with the gloo group alive can abort a process at exit ("terminate called without an
+    # active exception" from a still-running gloo thread): shut the group down explicitly.
+    atexit.register(_close_process_group)
+    return partial
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_world() -> tuple[int, int]:
