@@ -321,7 +321,8 @@ class Loop:
     def ema_built(self):
         """The Built with the EMA weights, full, on the training device: what grids and the export
         see (every process must enter it; only the main process may use what it yields)."""
-        with self.ema_weights():
+        # Without FSDP only the main process uses the EMA weights: the others skip the swap.
+        with self.ema_weights() if self.sharded or self.is_main else contextlib.nullcontext():
             nets = self.full_nets()
             if self.sharded and self.is_main:  # the copies wait on the CPU; sampling needs them beside the frozen nets
                 for net in nets.values():
