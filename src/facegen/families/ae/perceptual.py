@@ -16,7 +16,7 @@ from torch import nn
 def load_lpips(required: bool = False) -> nn.Module | None:
     """A frozen LPIPS-VGG distance (b, 3, h, w) x2 in [-1, 1] -> (b, 1, 1, 1), or None."""
     try:
-        import lpips  # optional: pip install lpips (needs torchvision and internet once)
+        import lpips  # optional: pip install 'facegen[lpips]' (needs internet once for VGG)
 
         net = lpips.LPIPS(net="vgg", verbose=False)
     except Exception as e:  # ImportError, or the VGG download failing offline
@@ -24,7 +24,7 @@ def load_lpips(required: bool = False) -> nn.Module | None:
             from facegen.utils import FacegenError
 
             raise FacegenError(f"model.perceptual=lpips but LPIPS cannot be loaded ({type(e).__name__}: {e}); "
-                               "pip install lpips torchvision with internet access, or set model.perceptual=features") from None
+                               "pip install 'facegen[lpips]' with internet access, or set model.perceptual=features") from None
         warnings.warn(f"LPIPS unavailable ({type(e).__name__}); using discriminator feature matching as the perceptual loss")
         return None
     return net.eval().requires_grad_(False)
