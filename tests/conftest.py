@@ -5,7 +5,9 @@ The stores are built once per test session (a second or two each) in a temporary
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -75,3 +77,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def facegen(monkeypatch, capsys):
+    """Run the `facegen` command in this process (the Inception network stays loaded
+    between commands): returns (exit status, stdout, stderr)."""
+    from facegen.cli import main
+
+    def run(*args, cache=None):
+        if cache:
+            monkeypatch.setenv("FACEGEN_CACHE", str(cache))
+        monkeypatch.setattr(sys, "argv", ["facegen", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run

@@ -8,40 +8,16 @@ tested in test_metrics_maths.py and on real faces in test_metrics_real_faces.py.
 """
 
 import json
-import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from facegen.cli import main
 from facegen.data.store import write_store
 from facegen.data.transforms import crop_celeba, crop_center
 from facegen.metrics.images import ImageFolder
 from facegen.utils import save_png
 
 PLANTED = 5  # index of the training face copied into the generated folder
-
-
-@pytest.fixture
-def facegen(monkeypatch, capsys):
-    """Run the `facegen` command in this process (the Inception network stays loaded
-    between commands): returns (exit status, stdout, stderr)."""
-
-    def run(*args, cache=None):
-        if cache:
-            monkeypatch.setenv("FACEGEN_CACHE", str(cache))
-        monkeypatch.setattr(sys, "argv", ["facegen", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -125,6 +125,18 @@ def test_ldm_loads_as_diffusers_pipeline(ldm_run):
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
 
 
+def test_ldm_run_evaluates_like_a_pixel_run(ldm_run, celeba_store32, facegen, tmp_path):
+    out = tmp_path / "report"
+    done = facegen("eval", ldm_run, "--ref", celeba_store32.path, "--n", "8", "--metrics", "kid,faces", "--out", out,
+                   cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert len(list((out / "samples").glob("seed*.png"))) == 8
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["source"]["kind"] == "run" and report["metrics"]["kid"]["n_generated"] == 8
+    faces = report["metrics"]["faces"]["generated"]
+    assert faces["n"] == 8 and 0 <= faces["one_face_share"] <= 1
+
+
 def test_latent_cache_matches_the_encoder(ldm_run, ae_run, celeba_store32):
     from diffusers import AutoencoderKL
 
