@@ -89,8 +89,9 @@ def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Pat
     Returns {"written": n, "skipped": n, "seconds": s, "images_per_second": r}. Files are
     written atomically, so a killed job leaves no half image and a rerun finishes the rest.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from facegen.progress import progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Pat
     generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
     start = time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as bar:
+    with progress(*columns, enabled=show_progress) as bar:
         task = bar.add_task("sample", total=len(todo), rate="-")
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]

@@ -422,12 +422,13 @@ def _in_main_thread() -> bool:
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool, start: int, total: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from facegen.progress import progress
 
     columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[loss]}"),
                TextColumn("{task.fields[ips]} img/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+    with progress(*columns, enabled=enabled) as bar:
         yield bar, bar.add_task("train", total=total, completed=start, loss="loss -", ips="-")
 
 

@@ -277,12 +277,13 @@ def _stack(faces: list[np.ndarray]) -> np.ndarray:
 @contextlib.contextmanager
 def _progress_bar(total: int, enabled: bool):
     """Yields advance(n): a bar with count, images/s, elapsed time and ETA."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from facegen.progress import progress
 
     columns = [TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+    with progress(*columns, enabled=enabled) as bar:
         task = bar.add_task("prepare", total=total, rate="")
         started = time.perf_counter()
 

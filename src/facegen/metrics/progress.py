@@ -10,12 +10,13 @@ from typing import Callable, Iterator
 @contextlib.contextmanager
 def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """Yields advance(n): a bar with count, images/s, elapsed time and ETA on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from facegen.progress import progress
 
     columns = [TextColumn(f"{label:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), disable=not enabled) as bar:
+    with progress(*columns, enabled=enabled) as bar:
         task = bar.add_task(label, total=total, rate="")
         started, done = time.perf_counter(), 0
 
