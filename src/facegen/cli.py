@@ -156,7 +156,11 @@ def train_command(
     if dry_run:
         typer.echo(resolved_yaml(cfg), nl=False)
     elif is_main():  # under a launcher, once
-        typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
+        if cfg["family"] == "ae":  # a first stage: it reconstructs, it does not generate
+            typer.echo(f"done: {out / 'model'} (reconstruction metrics in {out / 'model' / 'reconstruction.json'}; "
+                       f"train the second stage with `facegen train ldm-tiny64 --data {data} --out RUN --autoencoder {out}`)")
+        else:
+            typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
 
 
 
