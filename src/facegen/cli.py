@@ -157,8 +157,9 @@ def train_command(
         typer.echo(resolved_yaml(cfg), nl=False)
     elif is_main():  # under a launcher, once
         if cfg["family"] == "ae":  # a first stage: it reconstructs, it does not generate
+            second_stage = "ldm-" + preset.removeprefix("ae-") if preset.startswith("ae-") else "ldm-PRESET"
             typer.echo(f"done: {out / 'model'} (reconstruction metrics in {out / 'model' / 'reconstruction.json'}; "
-                       f"train the second stage with `facegen train ldm-tiny64 --data {data} --out RUN --autoencoder {out}`)")
+                       f"train the second stage with `facegen train {second_stage} --data {data} --out RUN --autoencoder {out}`)")
         else:
             typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
 
