@@ -28,3 +28,13 @@ def test_a_bar_writing_to_a_file_prints_plain_lines():
 def test_lines_are_rate_limited_and_disabled_bars_are_silent():
     assert [line.strip() for line in run_bar(Console(file=io.StringIO()), interval=3600).splitlines() if line.strip()] == ["work 3/3"]
     assert run_bar(Console(file=io.StringIO()), interval=0, enabled=False) == ""
+
+
+def test_counting_bar_counts_what_it_is_told(capsys):
+    from facegen.progress import counting_bar
+
+    with counting_bar("faces", 5) as advance:
+        advance(2)
+        advance(3)
+    err = capsys.readouterr().err
+    assert "faces" in err and "5/5" in err and "img/s" in err

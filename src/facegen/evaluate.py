@@ -227,10 +227,10 @@ def face_checks(images, store: FaceStore, split: str, progress: bool) -> tuple[d
 def check_array_with_bar(images, count: int, progress: bool, label: str) -> np.ndarray:
     """Face checks of the first `count` pictures, 32 at a time under a progress bar."""
     from facegen.metrics.faces import check_array
-    from facegen.metrics.progress import progress_bar
+    from facegen.progress import counting_bar
 
     rows = []
-    with progress_bar(label, count, enabled=progress) as advance:
+    with counting_bar(label, count, enabled=progress) as advance:
         for start in range(0, count, 32):
             stop = min(start + 32, count)
             rows.append(check_array([images[i] for i in range(start, stop)]))

@@ -2,13 +2,16 @@
 
 In a terminal rich redraws one live bar. Written to a file (nohup, CI, a job scheduler)
 rich draws nothing until the bar closes, so a day-long run would log nothing; there the
-bar is printed as a plain line every `LOG_INTERVAL_S` seconds instead.
+bar is printed as a plain line every `LOG_INTERVAL_S` seconds instead. `counting_bar` is
+the bar of every job that counts pictures (preparing, caching latents, features, face checks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn, TaskID
@@ -40,3 +43,22 @@ def progress(*columns: ProgressColumn | str, enabled: bool = True, console: Cons
     if console.is_terminal or not enabled:
         return Progress(*columns, console=console, disable=not enabled)
     return _LoggedProgress(*columns, console=console, interval=LOG_INTERVAL_S if interval is None else interval)
+
+
+@contextlib.contextmanager
+def counting_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yields advance(n): a bar with count, images/s, elapsed time and ETA on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn(f"{label:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with progress(*columns, enabled=enabled) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        started, done = time.perf_counter(), 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.1f} img/s")
+
+        yield advance

@@ -8,7 +8,6 @@ the store under a temporary name and rename it (write_store).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -63,7 +62,9 @@ def prepare(
 
     started = time.perf_counter()
     task = dict(crop=crop, size=size, allow_upscale=allow_upscale, crop_options=crop_options)
-    with _progress_bar(len(names), progress) as advance:
+    from facegen.progress import counting_bar
+
+    with counting_bar("preparing", len(names), progress) as advance:
         results = sorted(_run(source.read(names), task, workers, advance), key=lambda r: r.name)
     faces, skipped = _assemble(results, source.split_of, skipped)
     splits = {name: _stack(f) for name, f in _hold_out(faces, holdout, seed, source.location).items()}
@@ -272,26 +273,6 @@ def _stack(faces: list[np.ndarray]) -> np.ndarray:
 
 
 # ---- terminal output -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int, enabled: bool):
-    """Yields advance(n): a bar with count, images/s, elapsed time and ETA."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from facegen.progress import progress
-
-    columns = [TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with progress(*columns, enabled=enabled) as bar:
-        task = bar.add_task("prepare", total=total, rate="")
-        started = time.perf_counter()
-
-        def advance(n: int) -> None:
-            rate = (bar.tasks[0].completed + n) / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:,.0f} img/s")
-
-        yield advance
 
 
 def _print_summary(store: FaceStore, seconds: float) -> None:

@@ -48,10 +48,10 @@ def embed_one(image: np.ndarray) -> np.ndarray | None:
 
 def identity_embeddings(images, progress: bool = True, label: str = "face identities") -> np.ndarray:
     """(n, 128) float32 descriptors; rows of NaN where no face was found."""
-    from facegen.metrics.progress import progress_bar
+    from facegen.progress import counting_bar
 
     out = np.full((len(images), EMBEDDING_DIM), np.nan, dtype=np.float32)
-    with progress_bar(label, len(images), enabled=progress) as advance:
+    with counting_bar(label, len(images), enabled=progress) as advance:
         for i in range(len(images)):
             embedding = embed_one(images[i])
             if embedding is not None:

@@ -85,7 +85,7 @@ def extract_features(
     import torch
 
     from facegen.metrics.images import resized
-    from facegen.metrics.progress import progress_bar
+    from facegen.progress import counting_bar
 
     device = device or default_device()
     net, n = load_network(device), len(images)
@@ -93,7 +93,7 @@ def extract_features(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     try:
-        with torch.inference_mode(), progress_bar(label, n, enabled=progress) as advance:
+        with torch.inference_mode(), counting_bar(label, n, enabled=progress) as advance:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 batch = resized(images, INPUT_SIDE, range(start, stop))  # (b, 299, 299, 3) uint8

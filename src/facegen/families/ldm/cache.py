@@ -31,16 +31,13 @@ class LatentCache:
     @torch.no_grad()
     def build(cls, vae, pixels: np.ndarray, folder: Path, batch: int = 32) -> "LatentCache":
         """Encode every face and its mirror once; reuse the cache when it exists."""
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-        from facegen.progress import progress
+        from facegen.progress import counting_bar
 
         folder = Path(folder)
         if not (folder / "moments.npy").is_file():
             device = next(vae.parameters()).device
             keys, moments = [], []
-            with atomic_dir(folder, overwrite=True) as tmp, progress(TextColumn("caching latents"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-                task = bar.add_task("cache", total=len(pixels))
+            with atomic_dir(folder, overwrite=True) as tmp, counting_bar("caching latents", len(pixels)) as advance:
                 for i in range(0, len(pixels), batch):
                     faces = np.asarray(pixels[i : i + batch])
                     for view in (faces, faces[:, :, ::-1]):  # as stored, mirrored (the loader's hflip)
@@ -48,7 +45,7 @@ class LatentCache:
                         posterior = vae.encode(x.to(device)).latent_dist
                         moments.append(torch.stack([posterior.mean, posterior.std], 1).half().cpu().numpy())
                         keys.extend(image_key(f) for f in view)
-                    bar.update(task, advance=len(faces))
+                    advance(len(faces))
                 np.save(tmp / "moments.npy", np.concatenate(moments))
                 np.save(tmp / "keys.npy", np.array(keys, dtype=np.uint64))
         return cls(folder)
