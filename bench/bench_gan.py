@@ -1,6 +1,6 @@
 """Benchmark GAN training: images/s of the shared loop for the 64 and 96 presets.
 
-    .venv/bin/python bench/bench_gan.py [--steps 8] [--presets dcgan-tiny64,gan-cpu64,dcgan-celeba96,wgan-gp-celeba96]
+    .venv/bin/python bench/bench_gan.py [--steps 8] [--presets dcgan-tiny64,gan-cpu64,gan-resnet64,dcgan-celeba96,wgan-gp-celeba96]
 
 For each preset, the same nets and loss are trained twice in the same run:
   baseline  a bare PyTorch loop (phases, backward, optimizer steps; no accelerate, EMA,
@@ -35,7 +35,7 @@ from facegen.families import get_family
 from facegen.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PRESETS = "dcgan-tiny64,gan-cpu64,dcgan-celeba96,wgan-gp-celeba96"
+DEFAULT_PRESETS = "dcgan-tiny64,gan-cpu64,gan-resnet64,dcgan-celeba96,wgan-gp-celeba96"
 CPU_BATCH_96 = 16
 
 

@@ -31,7 +31,10 @@ def metric_lines(metrics: dict) -> list[str]:
         lines.append(f"| KID | {m['kid']['value']:.4f} ± {m['kid']['std']:.4f} | {m['kid']['n_generated']:,} / {m['kid']['n_reference']:,} |")
     for name in ("precision", "recall", "density", "coverage"):
         if name in m:
-            lines.append(f"| {name} (k={m[name].get('k')}) | {m[name]['value']:.3f} | {m[name]['n_generated']:,} / {m[name]['n_reference']:,} |")
+            each = m[name].get("n_compared_each")  # equal-count k-NN metrics: a seeded subsample of the larger set
+            counts = f"{each:,} / {each:,} (of {m[name]['n_generated']:,} / {m[name]['n_reference']:,})" if each else \
+                f"{m[name]['n_generated']:,} / {m[name]['n_reference']:,}"
+            lines.append(f"| {name} (k={m[name].get('k')}) | {m[name]['value']:.3f} | {counts} |")
     return lines
 
 
@@ -41,6 +44,9 @@ def main() -> None:
     ap.add_argument("eval_dir", type=Path)
     ap.add_argument("reference_features", type=Path)
     ap.add_argument("--card-notes", type=Path, help="Markdown appended to the card: commands, wall time, hardware.")
+    ap.add_argument("--name", help="The name the page and /info show (facegen.json's name); default: the run's.")
+    ap.add_argument("--recommended-psi", type=float, help="GAN: the truncation the page uses when a request names none "
+                                                          "(measured: docs/gan.md); sampling and eval never apply it unasked.")
     args = ap.parse_args()
 
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
@@ -49,7 +55,7 @@ def main() -> None:
     mem = metrics["metrics"].get("memorization", {})
     faces = metrics["metrics"].get("faces", {})
     card = [
-        f"# Model card: {cfg.get('name') or args.run.name}", "",
+        f"# Model card: {args.name or cfg.get('name') or args.run.name}", "",
         f"Family `{cfg['family']}`, {cfg['resolution']}x{cfg['resolution']} faces, trained for {last['step']:,} steps "
         f"({last['kimg']:.0f}k images seen) at batch {cfg['batch_size']}.", "",
         "## Evaluation (facegen eval)", "",
@@ -74,6 +80,11 @@ def main() -> None:
     with atomic_dir(DEFAULT, overwrite=True) as tmp:
         for f in (args.run / "model").iterdir():
             shutil.copy2(f, tmp / f.name) if f.is_file() else shutil.copytree(f, tmp / f.name)
+        if args.name or args.recommended_psi:
+            meta = json.loads((tmp / "facegen.json").read_text())
+            meta |= {"name": args.name} if args.name else {}
+            meta |= {"recommended_psi": args.recommended_psi} if args.recommended_psi else {}
+            (tmp / "facegen.json").write_text(json.dumps(meta, indent=2) + "\n")
         shutil.copy2(args.reference_features, tmp / "reference-features.npz")
         (tmp / "eval").mkdir()
         for f in args.eval_dir.iterdir():

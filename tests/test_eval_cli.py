@@ -17,7 +17,7 @@ from facegen.data.transforms import crop_celeba, crop_center
 from facegen.metrics.images import ImageFolder
 from facegen.utils import save_png
 
-PLANTED = 5  # index of the training face copied into the generated folder
+PLANTED = 8  # index of the training face copied into the generated folder (in the spread pools of 10, not of 3)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,7 @@ def test_mem_pool_limits_the_inception_search_but_not_the_pixel_one(pool, found_
     assert done.returncode == 0, done.stderr
     mem = json.loads((out / "metrics.json").read_text())["metrics"]["memorization"]
     assert mem["inception"]["n_train"] == pool and mem["train_count"] == 40
+    assert mem["inception"]["pool"] == "evenly spaced over the train split"  # rows 0, 4, 8, ... (10) or 0, 13, 26 (3)
     assert 12 in mem["pixels"]["flagged"]  # the pixel search always covers the whole train split
     nearest = mem["inception"]["closest_pairs"][0]
     assert (nearest["generated"] == 12 and nearest["distance"] < 1e-3) is found_in_inception
@@ -99,6 +100,18 @@ def test_eval_run_samples_first(sets, facegen, tiny_gan_model):
     assert len(list((out / "samples").glob("seed*.png"))) == 8
     report = json.loads((out / "metrics.json").read_text())
     assert report["source"]["kind"] == "run" and report["metrics"]["kid"]["n_generated"] == 8
+
+
+def test_eval_run_with_truncation_samples_at_that_psi_under_its_own_name(sets, facegen, tiny_gan_model):
+    from facegen.sample import TRUNCATION_NOTE
+
+    out = sets["root"] / "report-run-psi"
+    done = facegen("eval", tiny_gan_model, "--ref", sets["ref"], "--n", "8", "--metrics", "kid", "--out", out,
+                   "--truncation", "0.5", cache=sets["cache"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "samples" / TRUNCATION_NOTE).read_text()) == {"psi": 0.5}
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["source"]["name"] == tiny_gan_model.name + "-psi0.5"  # its own row in `facegen compare`
 
 
 def test_compare_groups_seeds_and_marks_incomparable(sets, facegen, tmp_path):

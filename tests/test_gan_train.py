@@ -17,7 +17,7 @@ from facegen.train import train
 # The tiny presets with narrower nets and few images per step: every part of the loop runs.
 FAST = ["model.g_channels=32", "model.g_min_channels=8", "model.d_channels=8", "batch_size=8", "log_every=1",
         "tensorboard=false", "sample_seeds=0-3", "sample_every=100", "checkpoint_every=2"]
-PRESETS = ["dcgan-tiny32", "gan-l2-tiny32", "wgan-tiny32", "wgan-gp-tiny32"]
+PRESETS = ["dcgan-tiny32", "gan-l2-tiny32", "wgan-tiny32", "wgan-gp-tiny32", "gan-resnet64"]
 
 
 def weights(checkpoint, net):
@@ -29,6 +29,7 @@ def weights(checkpoint, net):
 def test_objective_trains_resumes_exactly_samples_and_evaluates(preset, celeba_store32, tmp_path, monkeypatch):
     whole, split = tmp_path / "whole", tmp_path / "split"
     fast = FAST + (["model.n_critic=2"] if preset.startswith("wgan") else [])  # still repeats, at less cost
+    fast += ["resolution=32"] if preset == "gan-resnet64" else []            # the residual nets at the store's size
     train(preset, celeba_store32.path, whole, fast, steps=3)
     train(preset, celeba_store32.path, split, fast, steps=2)
     train(preset, celeba_store32.path, split, [], steps=3, resume=True)

@@ -243,3 +243,54 @@ def test_export_then_load_gives_identical_faces(tmp_path):
     assert torch.equal(load_generator(tmp_path, "cpu").decode(gen.initial_noise([5])), gen.decode(gen.initial_noise([5])))
     with pytest.raises(FacegenError, match="not an exported GAN"):
         FAMILY.load_generator(tmp_path)
+
+
+# ---- residual nets (SN-GAN ResNet) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_resnet_generator_and_discriminator_shapes_and_residual_paths(resolution):
+    from facegen.families.gan.networks import ResDiscriminator, ResGenerator
+
+    G = ResGenerator(resolution, z_dim=16, channels=32, min_channels=8)
+    D = ResDiscriminator(resolution, channels=8, max_channels=32)
+    x = G(torch.randn(3, 16))
+    assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
+    assert D(x).shape == (3,)
+    assert len(G.blocks) == int(math.log2(resolution // 4)) and len(D.blocks) == int(math.log2(resolution // 4))
+    # every D layer is spectrally normalised: its weight's largest singular value is about 1
+    conv = D.blocks[1].conv1
+    for _ in range(20):
+        D(x)
+    w = conv.weight.detach().flatten(1)
+    assert torch.linalg.matrix_norm(w, ord=2) == pytest.approx(1.0, abs=0.05)
+
+
+def test_resnet_export_records_the_architecture_and_reloads(tmp_path):
+    cfg = {"name": "res", "model": {**SMALL, "z_dim": 16, "g_arch": "resnet", "d_arch": "resnet", "d_norm": "none",
+                                     "spectral_norm": True}}
+    built = FAMILY.build(cfg, 32)
+    assert type(built.nets["G"]).__name__ == "ResGenerator" and type(built.nets["D"]).__name__ == "ResDiscriminator"
+    FAMILY.export(built, cfg, tmp_path)
+    import json
+    assert json.loads((tmp_path / "facegen.json").read_text())["generator"]["arch"] == "resnet"
+    gen = FAMILY.load_generator(tmp_path)
+    want = GanGenerator(standing_stats(copy.deepcopy(built.nets["G"])), "res", 32)
+    assert torch.equal(gen.decode(gen.initial_noise([3])), want.decode(want.initial_noise([3])))
+
+
+def test_old_exports_without_arch_load_as_dcgan(tmp_path):
+    import json
+    cfg = {"name": "old", "model": {**SMALL, "z_dim": 16}}
+    FAMILY.export(FAMILY.build(cfg, 32), cfg, tmp_path)
+    meta = json.loads((tmp_path / "facegen.json").read_text())
+    del meta["generator"]["arch"]
+    (tmp_path / "facegen.json").write_text(json.dumps(meta))
+    assert type(FAMILY.load_generator(tmp_path).G).__name__ == "Generator"
+
+
+def test_resnet_choices_are_checked():
+    with pytest.raises(FacegenError, match="d_norm=none"):
+        FAMILY.build({"model": {**SMALL, "d_arch": "resnet", "d_norm": "batch"}}, 32)
+    with pytest.raises(FacegenError, match="unknown architecture"):
+        FAMILY.build({"model": {**SMALL, "g_arch": "stylegan"}}, 32)

@@ -165,3 +165,34 @@ def test_kid_subsets_vary_even_when_the_sets_are_small():
     rng = np.random.default_rng(9)
     _, std = kernel_distance(rng.normal(size=(32, 8)), rng.normal(size=(32, 8)), subsets=10)
     assert std > 0  # subsets spanning both whole sets would all be equal
+
+
+def test_precision_recall_compare_equal_counts_whatever_the_set_sizes():
+    # Same distribution, 4x more generated than real: k-NN radii of the big set are smaller,
+    # so recall computed on unequal sets collapses. On equal counts it stays near precision.
+    from facegen.evaluate import distribution_metrics
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(250, 16)), rng.normal(size=(1000, 16))
+    out = distribution_metrics(["pr", "dc"], fake, real)
+    assert out["precision"]["n_compared_each"] == 250 and out["recall"]["n_generated"] == 1000
+    unequal_recall = precision_recall(real, fake)[1]
+    assert out["recall"]["value"] > unequal_recall + 0.05
+    assert abs(out["recall"]["value"] - out["precision"]["value"]) < 0.1
+    # seeded: the same subset every time
+    assert distribution_metrics(["pr"], fake, real)["recall"] == out["recall"]
+
+
+def test_a_store_subset_is_spread_over_the_split_not_its_first_rows(tmp_path):
+    # A merged store lists its first source first: the first n rows would all be that source.
+    from facegen.data.store import write_store
+    from facegen.evaluate import open_source, spread_rows
+
+    assert spread_rows(10, 5).tolist() == [0, 2, 4, 6, 8]
+    rows = spread_rows(27_981, 10_000)
+    assert len(set(rows.tolist())) == 10_000 and rows[-1] < 27_981 and np.all(np.diff(rows) > 0)
+    faces = np.concatenate([np.zeros((6, 8, 8, 3), np.uint8), np.full((6, 8, 8, 3), 255, np.uint8)])
+    store = write_store(tmp_path / "s", {"train": faces, "holdout": faces[:2]}, {"size": 8})
+    src = open_source(tmp_path / "s", 4, tmp_path / "out", store, "holdout", {}, progress=False)
+    assert src.spread and sorted({int(f.mean()) for f in src.images}) == [0, 255]
+    assert not open_source(tmp_path / "s", None, tmp_path / "out", store, "holdout", {}, progress=False).spread

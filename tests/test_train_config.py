@@ -36,6 +36,8 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("model.depth=3", r"unknown model key\(s\) depth"),
     ("steps=0", "steps must be a positive integer"),
     ("mixed_precision=fp8", "mixed_precision must be one of"),
+    ("time_limit=0", "time_limit is minutes"),
+    ("time_limit=soon", "time_limit is minutes"),
     ("lr", "bad override 'lr': write key=value"),
     ("family=vae", "unknown family 'vae'"),
 ])
@@ -55,3 +57,8 @@ def test_batch_size_is_global_and_must_split_evenly():
     assert per_process_batch(cfg, world_size=4) == 4
     with pytest.raises(FacegenError, match="multiple of 6"):
         per_process_batch(cfg, world_size=3)
+
+
+def test_a_bare_no_for_mixed_precision_means_no():
+    # YAML 1.1 reads `no` as false; `mixed_precision=no` is what everyone types
+    assert load_config("ddpm-tiny32", ["mixed_precision=no"])["mixed_precision"] == "no"

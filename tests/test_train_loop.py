@@ -154,3 +154,26 @@ def test_data_order_is_the_same_for_any_process_count_and_resumes():
     assert any(flip for _, flip in one) and not all(flip for _, flip in one)
     resumed = next(iter(StreamBatches(FaceStream(10, 3, True), 4, start=8)))
     assert resumed == one[8:12]
+
+
+def test_time_limit_ends_like_a_finished_run_and_resumes(store16, tmp_path, monkeypatch):
+    # A clock that advances 1 minute per reading: the limit of 2.5 minutes ends the run after a few steps.
+    import time as real_time
+    from types import SimpleNamespace
+
+    import facegen.train as train_module
+
+    ticks = iter(range(0, 10_000))
+    clock = SimpleNamespace(monotonic=lambda: 60.0 * next(ticks), perf_counter=real_time.perf_counter, time=real_time.time)
+    monkeypatch.setattr(train_module, "time", clock)   # only the loop's clock; progress bars keep the real one
+    run = tmp_path / "timed"
+    train("ddpm-tiny32", store16, run, TINY + ["time_limit=2.5", "checkpoint_every=100", "log_every=7"], steps=50)
+    state = json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())
+    assert 1 <= state["step"] < 50                      # stopped early, by the clock
+    assert (run / "model" / "facegen.json").is_file()     # and exported like a finished run
+    assert (run / "samples" / f"step-{state['step']:06d}.png").is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == state["step"]            # the last step is logged, whatever log_every
+    monkeypatch.undo()
+    train("ddpm-tiny32", store16, run, ["time_limit=null"], steps=state["step"] + 2, resume=True)
+    assert json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step"] == state["step"] + 2

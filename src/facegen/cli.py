@@ -44,7 +44,7 @@ class Detector(str, Enum):
 
 @data_app.command("prepare")
 def data_prepare(
-    src: str = typer.Argument(..., help="Folder of photos (searched recursively), .zip/.tar/.tar.gz archive, CelebA layout (img_align_celeba/ + list_eval_partition.txt) or hf:NAME[:SPLIT]."),
+    src: list[str] = typer.Argument(..., help="Folder of photos (searched recursively), .zip/.tar/.tar.gz archive, CelebA layout (img_align_celeba/ + list_eval_partition.txt) or hf:NAME[:SPLIT]; several are merged into one store."),
     out: Path = typer.Option(..., "--out", help="Face store folder to write."),
     size: int = typer.Option(..., "--size", min=8, max=4096, help="Side of the square faces in pixels (64, 128, 256...)."),
     crop: Crop = typer.Option(Crop.celeba, help="celeba: CelebA's standard square (cut 20/218 top and bottom); center: largest centred square; align: detect and align faces FFHQ-style."),
@@ -68,6 +68,8 @@ def data_prepare(
         facegen data prepare ../shared/data/celeba-10k --out stores/celeba64 --size 64 --holdout 1000
 
         facegen data prepare photos.zip --out stores/mine --size 128 --crop align --all-faces
+
+        facegen data prepare ../shared/data/celeba-10k ../shared/data/utkface --out stores/faces64 --size 64 --crop align --holdout 5000
 
         facegen data prepare hf:nielsr/CelebA-faces --out stores/hf64 --size 64 --limit 5000
     """
@@ -168,6 +170,16 @@ def train_command(
 # ---- sample ----------------------------------------------------------------------------
 
 
+def _psi(value: float) -> float:
+    """--truncation is checked while the command line is parsed, before a model loads."""
+    from facegen.sample import check_psi
+
+    try:
+        return check_psi(value)
+    except FacegenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 @app.command("sample")
 def sample_command(
     run: Optional[Path] = typer.Argument(None, help="Run folder (or its model/ folder) of a finished training; omitted = the embedded default model."),
@@ -181,6 +193,7 @@ def sample_command(
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion: the prompt; default: the training prompt."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty)."),
+    truncation: float = typer.Option(1.0, "--truncation", metavar="PSI", callback=_psi, help="GAN: pull z toward its mean, z' = PSI * z, 0 < PSI <= 1 (1 = off): fewer odd faces, less variety; the same seed stays the same face."),
 ) -> None:
     """Generate faces by seed into a folder; the same seed always gives the same face.
 
@@ -195,6 +208,8 @@ def sample_command(
         facegen sample runs/tiny32 --seeds 0-999 --out faces --sampler ddim --steps 50 --batch 64
 
         facegen sample runs/sd --n 2900 --out faces --steps 50 --guidance-scale 7.5 --negative-prompt "tilted, cropped"
+
+        facegen sample runs/gan64 --n 2500 --out faces/gan64-psi0.7 --truncation 0.7
     """
     from facegen.distributed import is_main, sample_on_processes
     from facegen.utils import parse_seeds
@@ -203,7 +218,7 @@ def sample_command(
         raise FacegenError("give either --n N (seeds --seed .. --seed+N-1) or --seeds LIST, e.g. --n 16 or --seeds 0-15")
     seed_list = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
-                                 ("negative_prompt", negative_prompt)) if v is not None}
+                                 ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
     # Under `accelerate launch` the seeds are split across the processes (docs/scaling.md).
     result = sample_on_processes(run, seed_list, out, batch_size=batch, **options)
     if is_main():
@@ -229,6 +244,7 @@ def eval_command(
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion run: guidance weight; default: the model's."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion run: the prompt; default: the model's."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion run: negative prompt; default: the model's."),
+    truncation: float = typer.Option(1.0, "--truncation", metavar="PSI", callback=_psi, help="GAN run: truncation psi, 0 < PSI <= 1 (1 = off); the default report folder becomes SOURCE/eval-psiPSI."),
 ) -> None:
     """Score generated faces against a face store: FID, KID, precision/recall, density/coverage,
     a memorization audit and face checks. Writes metrics.json, report.md and report.html.
@@ -242,13 +258,15 @@ def eval_command(
         facegen eval faces/ --ref stores/celeba64 --metrics kid,pr,dc,mem --out reports/faces
 
         facegen eval stores/utk64 --ref stores/celeba64 --split train --metrics kid,pr,dc
+
+        facegen eval runs/gan64 --ref stores/celeba64 --n 10000 --truncation 0.7
     """
     import shlex
 
     from facegen.evaluate import evaluate
 
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
-                                 ("negative_prompt", negative_prompt)) if v is not None}
+                                 ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
                       sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]), mem_pool=mem_pool)
     m = result["metrics"]
@@ -339,8 +357,8 @@ def serve_command(
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
     Without RUN it serves the embedded default model.
-    Space shows a new face; /?seed=N shows face N.
-    API: /face.png?seed=N, /morph.gif?from=A&to=B, /info, /healthz.
+    Space shows a new face; /?seed=N shows face N; /?psi=0.7 shows a GAN's faces truncated.
+    API: /face.png?seed=N&psi=P, /morph.gif?from=A&to=B, /info, /healthz.
 
     Examples:
 

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "resolution": None,            # pixels; None = the face store's resolution
     "batch_size": 32,              # global images per optimizer step (all processes, all accumulation steps)
     "steps": 10000,                # optimizer steps in total (a resumed run continues up to this)
+    "time_limit": None,            # minutes of training in this invocation; then checkpoint + export as at the last step. None = no limit
     "lr": 1e-4,                    # peak learning rate, after warm-up
     "adam_betas": [0.9, 0.999],
     "weight_decay": 0.0,
@@ -154,6 +155,11 @@ def _resolve(cfg: dict, where: str) -> dict:
     for key in ("batch_size", "steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise FacegenError(f"{where}: {key} must be a positive integer, got {cfg[key]!r}")
+    limit = cfg["time_limit"]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+        raise FacegenError(f"{where}: time_limit is minutes of training (a positive number) or null, got {limit!r}")
+    if cfg["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
+        cfg["mixed_precision"] = "no"
     if cfg["mixed_precision"] not in MIXED_PRECISION:
         raise FacegenError(f"{where}: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg['mixed_precision']!r}")
     if not isinstance(cfg["sample_options"], dict):

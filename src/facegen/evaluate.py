@@ -39,7 +39,7 @@ class Source:
     images: object     # sequence of uint8 (H, W, 3)
     store: FaceStore | None = None
     split: str | None = None
-
+    spread: bool = False   # a store's rows: evenly spaced over the split (True) or its first rows
 
 def parse_metrics(text: str | tuple | list) -> tuple[str, ...]:
     names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
@@ -52,10 +52,16 @@ def parse_metrics(text: str | tuple | list) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def default_out(source: str | Path) -> Path:
-    """Report folder when --out is not given: SOURCE/eval, or STORE-eval beside a store."""
+def default_out(source: str | Path, psi: float | None = None) -> Path:
+    """Report folder when --out is not given: SOURCE/eval, or STORE-eval beside a store.
+
+    A run sampled with truncation psi != 1 gets RUN/eval-psiPSI: its own samples folder, so
+    faces of two psi are never mixed and one report never overwrites the other."""
     source = Path(source)
-    return source.with_name(source.name + "-eval") if (source / MANIFEST).is_file() else source / "eval"
+    if (source / MANIFEST).is_file():
+        return source.with_name(source.name + "-eval")
+    truncated = psi is not None and float(psi) != 1.0 and is_run(source)
+    return source / (f"eval-psi{float(psi):g}" if truncated else "eval")
 
 
 def evaluate(
@@ -67,7 +73,7 @@ def evaluate(
     n: int | None = None,          # pictures to evaluate (None: all; a run: 10,000 sampled)
     out: str | Path | None = None,  # report folder (None: see default_out)
     batch_size: int = 32,          # Inception batch
-    sample_options: dict | None = None,  # sampler options for a run (sampler=, steps=)
+    sample_options: dict | None = None,  # sampler options for a run (sampler=, steps=, psi=)
     progress: bool = True,
     command: str | None = None,    # the command line to record (None: sys.argv)
     mem_pool: int | None = None,   # memorization in Inception space: search the first N training faces (None: all)
@@ -83,7 +89,7 @@ def evaluate(
     store = FaceStore(ref)
     split = split or ("holdout" if "holdout" in store.splits else "train")
     ref_images = store.split(split)
-    out = Path(out) if out else default_out(source)
+    out = Path(out) if out else default_out(source, (sample_options or {}).get("psi"))
     if is_run(Path(source)):  # refuse before spending an hour sampling
         check_counts(metrics, n or DEFAULT_RUN_SAMPLES, len(ref_images), split)
     src = open_source(source, n, out, store, split, sample_options or {}, progress)
@@ -98,7 +104,7 @@ def evaluate(
         from facegen.distributed import cpu_threads, sharded_rows
         from facegen.metrics.inception import extract_features, store_features
 
-        gen_features = (store_features(src.store, src.split, len(src.images), batch_size, progress) if src.store
+        gen_features = (store_features(src.store, src.split, len(src.images), batch_size, progress, spread=src.spread) if src.store
                         else sharded_rows(extract_features, src.images, batch_size=batch_size, progress=progress,
                                           label="generated features", threads=cpu_threads()))
         ref_features = store_features(store, split, len(ref_images), batch_size, progress)
@@ -117,7 +123,8 @@ def evaluate(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else " ".join(sys.argv),
         "source": {"kind": src.kind, "path": str(src.path), "name": src.name, "count": len(src.images),
-                   **({"store_hash": src.store.content_hash, "split": src.split} if src.store else {})},
+                   **({"store_hash": src.store.content_hash, "split": src.split,
+                       "rows": "evenly spaced over the split" if src.spread else "all"} if src.store else {})},
         "reference": {"store": str(store.path), "content_hash": store.content_hash, "split": split,
                       "count": len(ref_images), "resolution": store.resolution},
         "feature_network": feature_network(),
@@ -149,7 +156,10 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
             raise FacegenError(f"{path} is the reference split itself and has no holdout split to compare with it; "
                                "prepare it with --holdout N, or pass another store or folder")
         images = store.split(split)
-        return Source("store", path, path.name, images[: n or len(images)], store, split)
+        # Fewer than all: rows evenly spaced over the split, not its first n, since a store is in
+        # file-name order and a merged store's first rows all come from its first source.
+        spread = bool(n) and n < len(images)
+        return Source("store", path, path.name, images[spread_rows(len(images), n)] if spread else images, store, split, spread)
     if is_run(path):
         from facegen.distributed import sample_on_processes
         from facegen.sample import EXPORT_META
@@ -158,8 +168,16 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
         folder = out / "samples"
         sample_on_processes(path, range(count), folder, show_progress=progress, **sample_options)
         name = path.parent.name if (path / EXPORT_META).is_file() and path.name == "model" else path.name
+        psi = float(sample_options.get("psi") or 1.0)
+        if psi != 1.0:
+            name += f"-psi{psi:g}"  # `facegen compare` groups by name: truncated faces are another model's row
         return Source("run", path, name, ImageFolder(folder, limit=count))
     return Source("folder", path, path.name, ImageFolder(path, limit=n))
+
+
+def spread_rows(total: int, n: int) -> np.ndarray:
+    """n row indices evenly spaced over 0..total-1 (distinct, increasing)."""
+    return np.floor(np.arange(n) * (total / n)).astype(np.int64)
 
 
 def is_run(path: Path) -> bool:
@@ -201,15 +219,31 @@ def distribution_metrics(metrics, gen: np.ndarray, ref: np.ndarray) -> dict:
         subset = subset_size(len(gen), len(ref), 1000)
         mean, std = kernel_distance(gen, ref, subsets=100, max_subset_size=1000)
         out["kid"] = {"value": mean, "std": std, "subsets": 100, "subset_size": subset, **counts}
-    if "pr" in metrics:
-        precision, recall = precision_recall(ref, gen, k=3)
-        out["precision"] = {"value": precision, "k": 3, **counts}
-        out["recall"] = {"value": recall, "k": 3, **counts}
-    if "dc" in metrics:
-        density, coverage = density_coverage(ref, gen, k=5)
-        out["density"] = {"value": density, "k": 5, **counts}
-        out["coverage"] = {"value": coverage, "k": 5, **counts}
+    if {"pr", "dc"} & set(metrics):
+        # k-NN radii shrink as a set grows, so both sets enter at the same count (Kynkaanniemi
+        # et al. and Naeem et al. compare equal-size sets): the larger one is subsampled, seeded.
+        gen_eq, ref_eq, equal = equal_count_subsets(gen, ref)
+        if "pr" in metrics:
+            precision, recall = precision_recall(ref_eq, gen_eq, k=3)
+            out["precision"] = {"value": precision, "k": 3, **counts, **equal}
+            out["recall"] = {"value": recall, "k": 3, **counts, **equal}
+        if "dc" in metrics:
+            density, coverage = density_coverage(ref_eq, gen_eq, k=5)
+            out["density"] = {"value": density, "k": 5, **counts, **equal}
+            out["coverage"] = {"value": coverage, "k": 5, **counts, **equal}
     return out
+
+
+EQUAL_COUNT_SEED = 0
+
+
+def equal_count_subsets(gen: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Both feature sets cut to the smaller count (a seeded random subset of the larger, kept in
+    order), and what was done, for metrics.json."""
+    n = min(len(gen), len(ref))
+    rng = np.random.default_rng(EQUAL_COUNT_SEED)
+    pick = lambda x: x if len(x) == n else x[np.sort(rng.choice(len(x), n, replace=False))]  # noqa: E731
+    return pick(gen), pick(ref), {"n_compared_each": int(n), "subsample_seed": EQUAL_COUNT_SEED}
 
 
 def face_checks(images, store: FaceStore, split: str, progress: bool) -> tuple[dict, bytes]:

@@ -7,6 +7,10 @@
 Image k depends only on seed k: the generator draws each seed's noise from its own
 torch.Generator, so batch size and sharding never change a face. `shard=(rank, world)`
 splits a seed list across processes (process r takes seeds r, r+W, r+2W, ...).
+
+`psi` is the truncation option (0 < psi <= 1; 1 = off), accepted by every entry point but
+honoured only by generators with `truncation = True` (the GAN); `decode_options` refuses
+psi != 1 for the others, and drops psi = 1 so they see exactly the options they saw before.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from facegen.utils import FacegenError, save_png, to_uint8
+from facegen.utils import FacegenError, atomic_write_json, save_png, to_uint8
 
 EXPORT_META = "facegen.json"
+# A folder of faces sampled with truncation carries this note of its psi (see check_folder_psi).
+# A dot file: ImageFolder and `ls` of the faces skip it.
+TRUNCATION_NOTE = ".facegen-truncation.json"
 # The embedded default model ships inside the package (pyproject's package-data "default/*"):
 # `facegen sample`, `facegen serve` and `facegen demo` use it when no run is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default"
@@ -60,10 +67,34 @@ def shard_seeds(seeds: Sequence[int], shard: tuple[int, int] = (0, 1)) -> list[i
     return list(seeds)[rank::world]
 
 
+def check_psi(psi: float) -> float:
+    """The truncation psi as a float, or a one-line FacegenError when it is outside (0, 1]."""
+    psi = float(psi)
+    if not 0.0 < psi <= 1.0:  # also refuses NaN
+        raise FacegenError(f"truncation psi {psi:g} is out of range: use 0 < psi <= 1 (1 = no truncation, 0.7 = a common choice)")
+    return psi
+
+
+def decode_options(generator, options: dict) -> dict:
+    """The options to pass to `generator.decode`, with psi checked.
+
+    psi = 1 (or None) is dropped: it is every family's plain sampler, so a family without
+    truncation never sees the key and psi = 1 gives the very faces it gave before. psi != 1
+    needs a generator that declares `truncation = True`; the others refuse it in one line."""
+    rest = {k: v for k, v in options.items() if k != "psi"}
+    psi = 1.0 if options.get("psi") is None else check_psi(options["psi"])
+    if psi == 1.0:
+        return rest
+    if not getattr(generator, "truncation", False):
+        raise FacegenError(f"truncation (--truncation / psi = {psi:g}) is for GANs: this {generator.family} model has none; leave psi at 1")
+    return {**rest, "psi": psi}
+
+
 def generate(generator, seeds: Iterable[int], batch_size: int = 16, progress=None, **options: Any) -> np.ndarray:
     """uint8 images (N, H, W, 3), one per seed, in seed order. `progress(n_done)` is called per batch."""
     import torch
 
+    options = decode_options(generator, options)
     seeds = [int(s) for s in seeds]
     out = []
     with torch.inference_mode():
@@ -82,6 +113,25 @@ def seed_file(out_dir: Path, seed: int) -> Path:
     return Path(out_dir) / f"seed{seed:06d}.png"
 
 
+def check_folder_psi(out_dir: Path, psi: float) -> None:
+    """One folder, one psi. A rerun skips the faces that exist, so without this check a
+    truncated rerun into an untruncated folder (or the other way round) would mix the two
+    silently, and an evaluation of the folder would score neither. A folder sampled with
+    psi != 1 carries TRUNCATION_NOTE, written before its first face; faces without the note
+    were sampled at psi = 1."""
+    out_dir = Path(out_dir)
+    note = out_dir / TRUNCATION_NOTE
+    if any(out_dir.glob("seed*.png")):
+        have = float(json.loads(note.read_text())["psi"]) if note.is_file() else 1.0
+        if have != psi:
+            raise FacegenError(f"{out_dir} holds faces sampled at truncation psi {have:g}, not {psi:g}; "
+                               "sample into another folder (--out) so the two are not mixed")
+    elif psi != 1.0:
+        atomic_write_json(note, {"psi": psi})   # a new or empty folder takes this psi
+    else:
+        note.unlink(missing_ok=True)            # left by a run that stopped before its first face
+
+
 def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Path, batch_size: int = 16,
                      shard: tuple[int, int] = (0, 1), show_progress: bool = True, **options: Any) -> dict:
     """Write seedNNNNNN.png for each seed (this shard's share), skipping files that exist.
@@ -93,11 +143,13 @@ def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Pat
 
     from facegen.progress import progress
 
+    generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
+    psi = decode_options(generator, options).get("psi", 1.0)  # a bad psi is refused before the folder is touched
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_folder_psi(out_dir, psi)
     mine = shard_seeds(list(seeds), shard)
     todo = [s for s in mine if not seed_file(out_dir, s).exists()]
-    generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
     start = time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
     with progress(*columns, enabled=show_progress) as bar:

@@ -130,7 +130,7 @@ class Loop:
             acc.init_trackers("tensorboard")
         self.batches = self.data_iterator(store)
         self.loss_sums: dict[str, torch.Tensor] = {}
-        self.stop_requested = False
+        self.stop_requested, self.time_up, self.deadline = False, False, None
 
     # ---- data -------------------------------------------------------------------------
 
@@ -210,6 +210,7 @@ class Loop:
         total = cfg["steps"]
         previous_handler = signal.signal(signal.SIGINT, self.request_stop) if _in_main_thread() else None
         start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
+        self.deadline = time.monotonic() + 60 * cfg["time_limit"] if cfg["time_limit"] else None
         try:
             with progress_bar(self.is_main, start_step, total) as (bar, task):
                 while self.step < total and not self.stop_agreed():
@@ -233,7 +234,16 @@ class Loop:
                         if self.is_main:
                             losses = " ".join(f"{k} {v:.4f}" for k, v in (row or {}).items() if k.startswith("loss"))
                             bar.console.print(f"step {self.step}/{total}  kimg {self.step * cfg['batch_size'] / 1000:.1f}  {losses}  checkpoint saved")
-            if self.stop_agreed():
+            if self.time_up and not self.stop_requested and self.step < total:
+                # Out of time: end like a finished run (log line, grid, checkpoint, export); --resume continues.
+                if self.step > tick_step:
+                    self.log((self.step - tick_step) * cfg["batch_size"] / max(time.perf_counter() - tick_time, 1e-9))
+                self.sample_grid()
+                self.save()
+                if self.is_main:
+                    print(f"time limit of {cfg['time_limit']:g} min reached at step {self.step}/{total}; "
+                          f"checkpoint saved, model exported; continue with --resume", file=sys.stderr)
+            elif self.stop_agreed():
                 self.save()
                 message = f"stopped at step {self.step}; checkpoint saved in {self.out / 'checkpoints'}; continue with --resume"
                 if self.is_main:
@@ -278,12 +288,14 @@ class Loop:
         return dict(zip(keys, values.tolist()))
 
     def stop_agreed(self) -> bool:
-        """Whether any process was asked to stop: Ctrl-C reaches processes at different moments (or
-        only one machine), and all must stop at the same step to save the checkpoint together."""
+        """Whether any process was asked to stop (Ctrl-C) or ran out of its time limit: Ctrl-C reaches
+        processes at different moments (or only one machine), and clocks differ, but all must stop
+        at the same step to save the checkpoint together."""
+        self.time_up = self.deadline is not None and time.monotonic() >= self.deadline
         if self.accelerator.num_processes > 1:
-            asked = torch.tensor([float(self.stop_requested)], device=self.accelerator.device)
-            self.stop_requested = bool(self.accelerator.reduce(asked, reduction="sum").item())
-        return self.stop_requested
+            asked = torch.tensor([float(self.stop_requested), float(self.time_up)], device=self.accelerator.device)
+            self.stop_requested, self.time_up = (bool(v) for v in self.accelerator.reduce(asked, reduction="sum").tolist())
+        return self.stop_requested or self.time_up
 
     def fail(self, reason: str) -> None:
         last = latest_checkpoint(self.out / "checkpoints")

@@ -36,7 +36,7 @@ class Result(NamedTuple):
 
 
 def prepare(
-    src: str | Path,  # folder, .zip, .tar(.gz) or "hf:NAME[:SPLIT]"
+    src: str | Path | list,  # folder, .zip, .tar(.gz) or "hf:NAME[:SPLIT]"; a list merges several
     out: str | Path,  # the store folder to write
     size: int,  # side of the square faces, in pixels
     crop: str = "celeba",  # "celeba", "center" or "align"
@@ -50,13 +50,15 @@ def prepare(
     progress: bool = True,  # show a progress bar and a summary on the terminal
 ) -> FaceStore:
     """Build a face store from a photo source. Returns the written store."""
-    from facegen.data.sources import open_source
+    from facegen.data.sources import open_sources
 
     crop_options = dict(crop_options or {})
     _check_arguments(size, crop, holdout, limit, crop_options)
     out = Path(out)
-    _check_out(src, out, overwrite)
-    source = open_source(src)
+    srcs = list(src) if isinstance(src, (list, tuple)) else [src]
+    for one in srcs:
+        _check_out(one, out, overwrite)
+    source = open_sources(srcs)
     names, skipped = _candidates(source, limit)
     considered = len(names) + len(skipped)
 

@@ -159,3 +159,47 @@ def apply_celeba_layout(source: Source) -> None:
     source.kind = f"celeba-{source.kind}"
     source.names = images
     source.split_of = {n: split_by_file[Path(n).name] for n in images if Path(n).name in split_by_file}
+
+
+class MultiSource(Source):
+    """Several sources as one: each file is named "<label>/<name>", the label being the source's
+    folder or archive name (made unique with its position when two share a name), so names stay
+    distinct, sorted and stable whatever order the sources are given in."""
+
+    kind = "multi"
+
+    def __init__(self, sources: list[Source]):
+        if any(s.split_of is not None for s in sources):
+            raise FacegenError("a CelebA layout (img_align_celeba + list_eval_partition) cannot be merged with other sources; "
+                               "prepare it alone")
+        labels = [Path(s.location).name or s.kind for s in sources]
+        labels = [f"{i}-{label}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+        self.parts = dict(zip(labels, sources))
+        self.location = " + ".join(s.location for s in sources)
+        self.names = sorted(f"{label}/{n}" for label, s in self.parts.items() for n in s.names)
+
+    def read(self, names):
+        wanted: dict[str, list[str]] = {}
+        for name in names:
+            label, _, inner = name.partition("/")
+            wanted.setdefault(label, []).append(inner)
+        for label, inner_names in wanted.items():
+            for inner, payload in self.parts[label].read(inner_names):
+                yield f"{label}/{inner}", payload
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "location": self.location, "files": len(self.names),
+                "sources": {label: s.describe() for label, s in self.parts.items()}}
+
+
+def open_sources(srcs: list[str | Path]) -> Source:
+    """One source, or several merged (`facegen data prepare SRC1 SRC2 ...`)."""
+    if not srcs:
+        raise FacegenError("no SRC given; name a folder, archive or hf:NAME of face photos")
+    if len(srcs) == 1:
+        return open_source(srcs[0])
+    resolved = [str(Path(s).resolve()) if not str(s).startswith("hf:") else str(s) for s in srcs]
+    duplicate = next((s for i, s in enumerate(srcs) if resolved[i] in resolved[:i]), None)
+    if duplicate is not None:
+        raise FacegenError(f"{duplicate} is given twice; name each source once")
+    return MultiSource([open_source(s) for s in srcs])

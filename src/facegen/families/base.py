@@ -75,7 +75,9 @@ class Generator(Protocol):
     def decode(self, noise: torch.Tensor, seeds: Sequence[int], **options: Any) -> torch.Tensor:
         """Images (N, 3, H, W) in [-1, 1] from `noise`. Stochastic samplers draw their
         per-step noise from generators seeded by `seeds`, so results never depend on the
-        batch a seed lands in. Options: sampler, steps, guidance_scale, ..."""
+        batch a seed lands in. Options: sampler, steps, guidance_scale, ...; psi (truncation)
+        only reaches a generator whose class sets `truncation = True` (see
+        facegen.sample.decode_options), so the others need not know it."""
 
     def info(self) -> dict:
         """Name, family, resolution, sampler and steps defaults, device: for /info and reports."""

@@ -33,24 +33,33 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
     The pixel-space search always covers the whole train split (cheap). The Inception-space
     search covers the first `inception_max_train` training faces when given (features of a
     large train split cost minutes per thousand on a CPU); the pool size is recorded."""
-    from facegen.metrics.inception import store_features
+    from facegen.evaluate import spread_rows
     from facegen.metrics.cache import cached_array
+    from facegen.metrics.inception import store_features
     from facegen.metrics.identity import identity_embeddings
     from facegen.metrics.memorization import audit_summary, nearest_training, uniqueness
 
     train = store.split("train")
     out: dict = {"train_count": len(train)}
 
+    # A pool smaller than the split is spread evenly over it (a merged store lists its first
+    # source first); pair indices are reported in the split's own numbering.
     n_inception = min(inception_max_train or len(train), len(train))
-    inception = nearest_training(gen_features, store_features(store, "train", n_inception, batch_size, progress))
-    out["inception"] = {"n_train": n_inception, **audit_summary(inception)}
+    spread = n_inception < len(train)
+    inception = audit_summary(nearest_training(gen_features, store_features(store, "train", n_inception, batch_size, progress, spread)))
+    rows = spread_rows(len(train), n_inception) if spread else np.arange(len(train))
+    for pair in inception["closest_pairs"]:
+        pair["train"] = int(rows[pair["train"]])
+    out["inception"] = {"n_train": n_inception, "pool": "evenly spaced over the train split" if spread else "all", **inception}
     pixels = nearest_training(pixel_features(images, pixel_side), pixel_features(train, pixel_side))
     out["pixels"] = {"side": pixel_side, **audit_summary(pixels)}
 
     # identity: only pictures with a detected face take part on either side
     n_gen, n_train = min(identity_max_generated, len(images)), min(identity_max_train, len(train))
-    key = {"store": store.content_hash, "split": "train", "count": n_train, "embedding": "dlib_resnet_v1/hog/5pt"}
-    train_ids = cached_array("identity", key, lambda: identity_embeddings(train[:n_train], progress, "training identities"))
+    id_rows = spread_rows(len(train), n_train) if n_train < len(train) else np.arange(len(train))
+    key = {"store": store.content_hash, "split": "train", "count": n_train, "embedding": "dlib_resnet_v1/hog/5pt",
+           **({"rows": "spread"} if n_train < len(train) else {})}
+    train_ids = cached_array("identity", key, lambda: identity_embeddings(train[id_rows], progress, "training identities"))
     gen_ids = identity_embeddings([images[i] for i in range(n_gen)], progress, "generated identities")
     gen_found, train_found = ~np.isnan(gen_ids[:, 0]), ~np.isnan(train_ids[:, 0])
     identity = {"n_generated": n_gen, "faces_generated": int(gen_found.sum()), "n_train": n_train,
@@ -59,7 +68,7 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
         nn = nearest_training(gen_ids[gen_found], train_ids[train_found])
         summary = audit_summary(nn)
         # report indices in the caller's numbering, not among found faces
-        gen_index, train_index = np.flatnonzero(gen_found), np.flatnonzero(train_found)
+        gen_index, train_index = np.flatnonzero(gen_found), id_rows[np.flatnonzero(train_found)]
         summary["flagged"] = [int(gen_index[i]) for i in summary["flagged"]]
         for pair in summary["closest_pairs"]:
             pair["generated"], pair["train"] = int(gen_index[pair["generated"]]), int(train_index[pair["train"]])

@@ -104,14 +104,18 @@ def extract_features(
     return features
 
 
-def store_features(store, split: str, count: int, batch_size: int = 32, progress: bool = True) -> np.ndarray:
-    """Features of the first `count` pictures of a FaceStore split, cached on disk per
-    (store content hash, split, count, network hash, resize): computed once per store."""
+def store_features(store, split: str, count: int, batch_size: int = 32, progress: bool = True, spread: bool = False) -> np.ndarray:
+    """Features of the first `count` pictures of a FaceStore split (or, with spread, of `count`
+    rows evenly spaced over it), cached on disk per (store content hash, split, count, rows,
+    network hash, resize): computed once per store."""
     from facegen.distributed import cpu_threads, sharded_rows
+    from facegen.evaluate import spread_rows
     from facegen.metrics.cache import cached_array
 
     key = {"store": store.content_hash, "split": split, "count": count, "network": network_hash(), "resize": resize_mode()}
-    images = store.split(split)[:count]
+    if spread:
+        key["rows"] = "spread"
+    images = store.split(split)[spread_rows(len(store.split(split)), count)] if spread else store.split(split)[:count]
     # split across processes under `accelerate launch` (then every process must call this); one process: as is
     return cached_array("inception", key, lambda: sharded_rows(extract_features, images, batch_size=batch_size, progress=progress,
                                                                label=f"{store.path.name}/{split} features", threads=cpu_threads()))

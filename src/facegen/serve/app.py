@@ -1,14 +1,15 @@
 """The web app: a page with one large face, and the small API behind it.
 
     GET /                       the page (a new face on every load; /?seed=N shows face N)
-    GET /face.png?seed=N&size=S one face as PNG; the same seed always gives the same bytes
-    GET /morph.gif?from=A&to=B&frames=K&size=S   a looping walk from face A to face B
+    GET /face.png?seed=N&size=S&psi=P  one face as PNG; the same seed always gives the same bytes
+    GET /morph.gif?from=A&to=B&frames=K&size=S&psi=P   a looping walk from face A to face B
     GET /info                   model, family, sampler, steps, device, batching figures
     GET /healthz                {"status": "ok"}
 
 Faces come from `facegen.sample.generate` (STYLE G9), morphs from morph.py (the same
 Generator contract), all inside one worker thread that coalesces concurrent requests into
-batches (batcher.py). Bad input gets a 4xx JSON error.
+batches (batcher.py). `psi` is the GAN truncation (0 < psi <= 1, default 1 = off); it is part
+of every work, cache and ETag key. Bad input gets a 4xx JSON error.
 The server never opens a file named by a request: the page's three files are read from
 the package once, at start-up, and served from memory under fixed routes.
 """
@@ -34,6 +35,7 @@ from facegen.families.base import Generator
 from facegen.serve.batcher import MicroBatcher, QueueFull
 from facegen.serve.encode import gif_bytes, png_bytes
 from facegen.serve.morph import morph_frames
+from facegen.utils import FacegenError
 
 MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws and any RNG accepts
 MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
@@ -90,12 +92,12 @@ def create_app(
 
     def handle(key: tuple, payloads: list[Any]) -> list[bytes]:
         """Runs in the batcher's thread: one batch of faces, or one morph."""
-        kind, size = key[0], key[1]
+        kind, size, psi = key[0], key[1], key[-1]
         if kind == "face":
-            images = sample.generate(generator, payloads, batch_size=len(payloads), **options)  # (N, H, W, 3) uint8
+            images = sample.generate(generator, payloads, batch_size=len(payloads), psi=psi, **options)  # (N, H, W, 3) uint8
             return [png_bytes(image, size) for image in images]
         frames = key[2]
-        return [gif_bytes(morph_frames(generator, a, b, frames, **options), size) for a, b in payloads]
+        return [gif_bytes(morph_frames(generator, a, b, frames, psi=psi, **options), size) for a, b in payloads]
 
     batcher = MicroBatcher(handle, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size)
 
@@ -121,6 +123,15 @@ def create_app(
             except QueueFull:
                 return _error(503, "the server is busy; retry in a moment", {"Retry-After": "1"})
         return Response(body, media_type=media_type, headers=headers)
+
+    def truncation(psi: float | None) -> float:
+        """The request's psi as the one float that keys its work, cache and ETag (1 and 1.0 are
+        the same face); omitted, the model's recommended psi (facegen.json `recommended_psi`,
+        chosen by measuring a truncation curve; 1 when it has none). FacegenError when out of
+        range or the model has no truncation."""
+        if psi is None:
+            psi = getattr(generator, "recommended_psi", 1.0)
+        return sample.decode_options(generator, {"psi": psi}).get("psi", 1.0)
 
     async def shared_work(key: tuple, payload: Any) -> bytes:
         """Queue the work once, however many requests ask for it meanwhile (the page
@@ -151,10 +162,15 @@ def create_app(
         request: Request,
         seed: int | None = Query(None, ge=0, le=MAX_SEED, description="which face; omitted = a random one"),
         size: int | None = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="pixels per side; omitted = the model's"),
+        psi: float | None = Query(None, description="GAN truncation, 0 < psi <= 1 (1 = off); omitted = the model's recommended_psi, else 1"),
     ) -> Response:
+        try:
+            psi = truncation(psi)
+        except FacegenError as e:
+            return _error(400, str(e))
         seeded = seed is not None
         seed = seed if seeded else secrets.randbelow(MAX_SEED + 1)
-        response = await image(request, ("face", size or generator.resolution), seed, "image/png", seeded)
+        response = await image(request, ("face", size or generator.resolution, psi), seed, "image/png", seeded)
         response.headers["X-Seed"] = str(seed)
         return response
 
@@ -165,8 +181,13 @@ def create_app(
         seed_to: int = Query(..., alias="to", ge=0, le=MAX_SEED, description="the last face's seed"),
         frames: int = Query(12, ge=2, le=MAX_FRAMES, description="faces along the way, both ends included"),
         size: int | None = Query(None, ge=MIN_SIZE, le=MAX_MORPH_SIZE, description="pixels per side; omitted = the model's"),
+        psi: float | None = Query(None, description="GAN truncation, 0 < psi <= 1 (1 = off); omitted = the model's recommended_psi, else 1"),
     ) -> Response:
-        key = ("morph", size or generator.resolution, frames)
+        try:
+            psi = truncation(psi)
+        except FacegenError as e:
+            return _error(400, str(e))
+        key = ("morph", size or generator.resolution, frames, psi)
         return await image(request, key, (seed_from, seed_to), "image/gif", seeded=True)
 
     @app.get("/info")
@@ -191,10 +212,13 @@ def _page(model_info: dict, model_tag: str) -> str:
     """index.html with the model's facts filled in (escaped: a model name is not trusted HTML)."""
     from html import escape
 
-    steps = model_info.get("steps")
+    steps, side = model_info.get("steps"), model_info.get("resolution")
     facts = [model_info.get("name", "model"), model_info.get("family"), model_info.get("sampler"),
-             f"{steps} step{'s' if steps != 1 else ''}" if steps else None, f"{model_info.get('resolution')} px"]
-    values = {"facts": " · ".join(f"<span>{escape(str(f))}</span>" for f in facts if f),
+             f"{steps} step{'s' if steps != 1 else ''}" if steps else None]
+    spans = [f"<span>{escape(str(f))}</span>" for f in facts if f]
+    if side:  # the model's real resolution; app.js adds the scale the face is shown at
+        spans.append(f'<span id="resolution">{escape(f"{side} × {side} px")}</span>')
+    values = {"facts": " · ".join(spans),
               "tag": escape(model_tag), "resolution": escape(str(model_info.get("resolution", "")))}
     template = resources.files("facegen.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
     for key, value in values.items():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from facegen.families.base import Generator
+from facegen.sample import decode_options
 from facegen.utils import slerp, to_uint8
 
 STOCHASTIC_SAMPLERS = {"ddpm"}
@@ -21,6 +22,7 @@ DETERMINISTIC_SAMPLER = "ddim"
 
 def morph_frames(generator: Generator, seed_a: int, seed_b: int, frames: int, **options: Any) -> np.ndarray:
     """uint8 (frames, H, W, 3): seed_a's face first, seed_b's face last."""
+    options = decode_options(generator, options)  # psi checked, as for single faces
     info = generator.info()
     sampler = options.get("sampler", info.get("sampler"))
     if sampler in STOCHASTIC_SAMPLERS and DETERMINISTIC_SAMPLER in info.get("samplers", ()):

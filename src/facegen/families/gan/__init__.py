@@ -23,7 +23,7 @@ import torch
 from facegen.families.base import Built, Phase
 from facegen.families.gan.augment import diff_augment
 from facegen.families.gan.loss import GanLoss, clip_weights
-from facegen.families.gan.networks import Discriminator, Generator
+from facegen.families.gan.networks import make_discriminator, make_generator
 from facegen.families.gan.sampler import GanGenerator, standing_stats
 from facegen.utils import FacegenError, atomic_write_json
 
@@ -33,6 +33,8 @@ WEIGHTS, CONFIG = "generator.safetensors", "facegen.json"   # facegen.json: read
 @dataclass(frozen=True)
 class GanOptions:
     objective: str = "nonsaturating"   # "nonsaturating" (DCGAN), "wgan" or "hinge"
+    g_arch: str = "dcgan"             # G architecture: "dcgan" (upsample + conv) or "resnet" (SN-GAN residual blocks)
+    d_arch: str = "dcgan"             # D architecture: "dcgan" (strided convs) or "resnet" (residual blocks, no norm)
     z_dim: int = 200                  # latent length
     g_channels: int = 256             # G channels at 4x4, halved per upsampling block
     g_min_channels: int = 16          # floor of G's halving
@@ -63,7 +65,7 @@ class GanOptions:
         return cls(**section)
 
     def generator_kwargs(self, resolution: int) -> dict:
-        return dict(resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
+        return dict(arch=self.g_arch, resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
                     norm=self.g_norm, output=self.g_output)
 
 
@@ -75,8 +77,8 @@ class GanFamily:
     def build(self, cfg: dict, resolution: int) -> Built:
         o = GanOptions.from_config(cfg)
         try:
-            G = Generator(**o.generator_kwargs(resolution))
-            D = Discriminator(resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
+            G = make_generator(**o.generator_kwargs(resolution))
+            D = make_discriminator(o.d_arch, resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
             loss = GanLoss(o.objective, o.z_dim, o.gp_lambda, o.r1_gamma, o.l2_lambda,
                            diff_augment(o.augment) if o.augment else None, o.diverge_above)
         except ValueError as e:
@@ -120,9 +122,11 @@ class GanFamily:
         if not (model_dir / CONFIG).is_file() or not (model_dir / WEIGHTS).is_file():
             raise FacegenError(f"{model_dir}: not an exported GAN (needs {CONFIG} and {WEIGHTS}); train a run or pass its model/ folder")
         meta = json.loads((model_dir / CONFIG).read_text())
-        G = Generator(**meta["generator"])
+        G = make_generator(**meta["generator"])   # exports before the resnet option have no "arch": dcgan
         G.load_state_dict(load_file(model_dir / WEIGHTS))
-        return GanGenerator(G, meta.get("name", "gan"), meta["resolution"], device)
+        generator = GanGenerator(G, meta.get("name", "gan"), meta["resolution"], device)
+        generator.recommended_psi = float(meta.get("recommended_psi", 1.0))
+        return generator
 
 
 FAMILY = GanFamily()

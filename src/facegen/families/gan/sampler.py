@@ -1,4 +1,14 @@
-"""Sampling a trained GAN: a seed gives a z, one forward pass of G gives the face."""
+"""Sampling a trained GAN: a seed gives a z, one forward pass of G gives the face.
+
+Truncation (`psi`, 0 < psi <= 1) trades variety for typical, cleaner faces, the
+"truncation trick" of BigGAN (Brock et al. 2019, sec. 3.1) and StyleGAN (Karras et al.
+2019). StyleGAN pulls w toward its mean, w' = w_avg + psi * (w - w_avg); these generators
+have no mapping network, so the same pull is applied to z, whose mean is 0: z' = psi * z.
+BigGAN instead resamples the components of z beyond a threshold (a truncated normal).
+Pulling toward the mean is chosen because it keeps a face a function of its seed alone:
+the same seed is the same face at every psi, only less extreme, and psi = 1 is exactly
+the untruncated sampler.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from facegen.families.gan.networks import Generator as GNet
+from torch.nn import Module as GNet  # any G with .z_dim and .resolution
 from facegen.utils import slerp
 
 
@@ -15,6 +25,7 @@ class GanGenerator:
     """The exported (EMA) generator behind the family-independent `Generator` contract."""
 
     family = "gan"
+    truncation = True                     # decode takes psi (facegen.sample.decode_options checks it)
 
     def __init__(self, G: GNet, name: str, resolution: int, device: torch.device | str = "cpu"):
         self.G = G.to(device).eval()      # eval: batch norm uses its running statistics, so a face never depends on its batch
@@ -26,9 +37,11 @@ class GanGenerator:
         return torch.stack(z).to(self.device)
 
     @torch.no_grad()
-    def decode(self, noise: torch.Tensor, seeds: Sequence[int] = (), **options: Any) -> torch.Tensor:
-        """Images (N, 3, H, W) in [-1, 1]: one deterministic forward pass; options are ignored."""
-        return self.G(noise.to(self.device)).clamp(-1, 1)
+    def decode(self, noise: torch.Tensor, seeds: Sequence[int] = (), psi: float = 1.0, **options: Any) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1]: one deterministic forward pass of G on psi * z
+        (truncation toward the mean of z, see the module docstring); other options are ignored."""
+        z = psi * noise.to(self.device)       # psi = 1: x * 1.0 is exact, so the untruncated face bit for bit
+        return self.G(z).clamp(-1, 1)
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
         """`steps` images walking from seed_a's face to seed_b's along the great circle of z (slerp)."""
@@ -36,9 +49,13 @@ class GanGenerator:
         t = torch.linspace(0, 1, steps, device=self.device)
         return self.decode(slerp(za, zb, t))
 
+    # The page's psi when a request names none (facegen.json `recommended_psi`); sampling and
+    # evaluation never apply it unasked, so their numbers stay the untruncated model's.
+    recommended_psi = 1.0
+
     def info(self) -> dict:
         return {"name": self.name, "family": self.family, "resolution": self.resolution, "sampler": "one forward pass",
-                "steps": 1, "z_dim": self.G.z_dim, "device": str(self.device)}
+                "steps": 1, "z_dim": self.G.z_dim, "device": str(self.device), "recommended_psi": self.recommended_psi}
 
 
 
