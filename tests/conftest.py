@@ -99,3 +99,17 @@ def facegen(monkeypatch, capsys):
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     return run
+
+
+def export_tiny_ddpm(tmp_path_factory, sampler: str, steps: int) -> Path:
+    """Export a 16x16 UNet (8/16 channels, 100 train timesteps) with the given default sampler:
+    a real diffusion model that samples in milliseconds. Returns the run folder."""
+    from facegen.families import get_family
+
+    family = get_family("ddpm")
+    model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
+             "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": sampler, "sample_steps": steps}
+    cfg = {"name": "tiny-ddpm", "lr": 1e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "model": model}
+    run = tmp_path_factory.mktemp("runs") / "tiny-ddpm"
+    family.export(family.build(cfg, 16), cfg, run / "model")
+    return run

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import export_tiny_ddpm
 from facegen import sample
 from facegen.serve.app import create_app
 from facegen.serve.morph import morph_frames
@@ -22,16 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_ddpm(tmp_path_factory):
-    """A 16x16 UNet (8/16 channels) with a stochastic default sampler, 3 steps."""
-    from facegen.families import get_family
-
-    family = get_family("ddpm")
-    model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
-             "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddpm", "sample_steps": 3}
-    cfg = {"name": "tiny-ddpm", "lr": 1e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "model": model}
-    run = tmp_path_factory.mktemp("runs") / "tiny-ddpm"
-    family.export(family.build(cfg, 16), cfg, run / "model")
-    return sample.load_generator(run, "cpu")
+    """A 16x16 UNet with a stochastic default sampler, 3 steps."""
+    return sample.load_generator(export_tiny_ddpm(tmp_path_factory, "ddpm", 3), "cpu")
 
 
 @pytest.fixture(scope="module")

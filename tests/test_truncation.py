@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import export_tiny_ddpm
 from facegen import sample
 from facegen.cli import app
 from facegen.utils import FacegenError, to_uint8
@@ -29,16 +30,8 @@ def gan(tiny_gan_model):
 
 @pytest.fixture(scope="module")
 def tiny_ddpm(tmp_path_factory):
-    """A 16x16 UNet (8/16 channels), 2 DDIM steps: a real diffusion model in milliseconds."""
-    from facegen.families import get_family
-
-    family = get_family("ddpm")
-    model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
-             "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddim", "sample_steps": 2}
-    cfg = {"name": "tiny-ddpm", "lr": 1e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "model": model}
-    run = tmp_path_factory.mktemp("runs") / "tiny-ddpm"
-    family.export(family.build(cfg, 16), cfg, run / "model")
-    return run
+    """A 16x16 UNet, 2 DDIM steps: a real diffusion model in milliseconds."""
+    return export_tiny_ddpm(tmp_path_factory, "ddim", 2)
 
 
 def recorded_z(gan) -> tuple[list[torch.Tensor], object]:

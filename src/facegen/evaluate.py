@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegen.data.store import MANIFEST, FaceStore
+from facegen.data.store import MANIFEST, FaceStore, spread_rows
 from facegen.utils import FacegenError
 
 ALL_METRICS = ("fid", "kid", "pr", "dc", "is", "mem", "faces")
@@ -173,11 +173,6 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
             name += f"-psi{psi:g}"  # `facegen compare` groups by name: truncated faces are another model's row
         return Source("run", path, name, ImageFolder(folder, limit=count))
     return Source("folder", path, path.name, ImageFolder(path, limit=n))
-
-
-def spread_rows(total: int, n: int) -> np.ndarray:
-    """n row indices evenly spaced over 0..total-1 (distinct, increasing)."""
-    return np.floor(np.arange(n) * (total / n)).astype(np.int64)
 
 
 def is_run(path: Path) -> bool:

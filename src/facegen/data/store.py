@@ -70,6 +70,12 @@ class FaceStore:
         raise FacegenError(f"{self.path} has no split {name!r}; it has {', '.join(self.splits)}")
 
 
+def spread_rows(total: int, n: int) -> np.ndarray:
+    """n row indices evenly spaced over 0..total-1 (distinct, increasing): a subset of a split that
+    samples all of it (a store is in file-name order; a merged store lists its first source first)."""
+    return np.floor(np.arange(n) * (total / n)).astype(np.int64)
+
+
 def content_hash(splits: dict[str, np.ndarray]) -> str:
     """sha256 over split names, shapes and pixels, in split order: same faces -> same hash."""
     import hashlib

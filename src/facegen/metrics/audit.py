@@ -33,7 +33,7 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
     The pixel-space search always covers the whole train split (cheap). The Inception-space
     search covers the first `inception_max_train` training faces when given (features of a
     large train split cost minutes per thousand on a CPU); the pool size is recorded."""
-    from facegen.evaluate import spread_rows
+    from facegen.data.store import spread_rows
     from facegen.metrics.cache import cached_array
     from facegen.metrics.inception import store_features
     from facegen.metrics.identity import identity_embeddings

@@ -109,7 +109,7 @@ def store_features(store, split: str, count: int, batch_size: int = 32, progress
     rows evenly spaced over it), cached on disk per (store content hash, split, count, rows,
     network hash, resize): computed once per store."""
     from facegen.distributed import cpu_threads, sharded_rows
-    from facegen.evaluate import spread_rows
+    from facegen.data.store import spread_rows
     from facegen.metrics.cache import cached_array
 
     key = {"store": store.content_hash, "split": split, "count": count, "network": network_hash(), "resize": resize_mode()}
