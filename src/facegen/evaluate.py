@@ -41,6 +41,7 @@ class Source:
     split: str | None = None
     spread: bool = False   # a store's rows: evenly spaced over the split (True) or its first rows
 
+
 def parse_metrics(text: str | tuple | list) -> tuple[str, ...]:
     names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
     unknown = [m for m in names if m not in ALL_METRICS]
