@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"  # torch pinned again: clean-fid's torchvision would otherwise pull a newer (CUDA) torch
 	touch $@
 
 install: $(VENV)/.installed

@@ -113,7 +113,7 @@ def main() -> None:
     parallel = timed(photos, args.size, processes=2)
     result = {
         "benchmark": f"crop_align (HOG + 68 landmarks + FFHQ warp) on {PHOTO_SIDE}x{PHOTO_SIDE} photos with background, output {args.size}x{args.size}",
-        "source": str(args.src),
+        "source": os.path.relpath(args.src, ROOT),  # relative to the repository: no machine paths in results
         "machine": {"cpus": len(os.sched_getaffinity(0)), "load_avg_1min": round(os.getloadavg()[0], 1),
                     "python": platform.python_version(), "platform": platform.platform()},
         "baseline_processes_1": baseline,

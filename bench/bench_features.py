@@ -53,7 +53,6 @@ def bench_extraction(images: np.ndarray) -> dict:
     import torch
 
     from facegen.metrics import inception
-    from facegen.metrics.images import resized
 
     inception.extract_features(images[:4], progress=False)  # load + freeze outside the clock
     cores = os.cpu_count() or 1
@@ -63,7 +62,7 @@ def bench_extraction(images: np.ndarray) -> dict:
         out[label] = {"images_per_s": len(images) / wall, "images_per_cpu_s": len(images) / cpu, "seconds": wall}
     # the unfrozen network: what torch.jit.freeze + optimize_for_inference saves
     plain = torch.jit.load(str(inception.network_path()), map_location="cpu").eval()
-    batch = inception.network_input(resized(images, inception.INPUT_SIDE))
+    batch = inception.network_input(inception.clean_resized(images, range(len(images))))
     torch.set_num_threads(cores)
     with torch.inference_mode():
         plain(batch[:4])

@@ -51,7 +51,8 @@ def main() -> None:
 
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
     metrics = json.loads((args.eval_dir / "metrics.json").read_text())
-    last = json.loads((args.run / "metrics.jsonl").read_text().strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = [row for row in rows if "kimg" in row][-1]  # the last training row (eval_every rows carry no kimg)
     mem = metrics["metrics"].get("memorization", {})
     faces = metrics["metrics"].get("faces", {})
     card = [

@@ -45,8 +45,10 @@ def launch(candidates: dict, data: Path, out: Path, extra: list[str], parallel: 
 
 
 def last_row(run: Path) -> dict:
+    """The last training row of the run's log (eval_every rows carry no kimg)."""
     path = run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [row for row in rows if "kimg" in row]
     return rows[-1] if rows else {}
 
 

@@ -1,41 +1,65 @@
-"""Shared fixtures: the real face folders of ../shared/data and small stores made from them.
+"""Shared fixtures: face folders and small stores made from them.
+
+The face folders are the real ones of ../shared/data (FACEGEN_TEST_DATA overrides the
+path) when they are there, or else folders of the same shape made by the embedded default
+GAN (tests/synthetic_faces.py, about ten seconds once per session): every test runs
+anywhere, none skips for lack of data. To run the suite as a machine without the data
+would: FACEGEN_TEST_DATA=/nonexistent python -m pytest.
 
 The stores are built once per test session (a second or two each) in a temporary folder.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TEST_DATA = Path(os.environ.get("FACEGEN_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
-def _shared(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir() or not any(path.iterdir()):
-        pytest.skip(f"real faces not found at {path} (place the {name} folder there to run this test)")
-    return path
+FOLDERS = ("celeba-10k", "utkface")
+
+
+def real_folder(name: str) -> Path | None:
+    """TEST_DATA/name when it holds files, else None."""
+    path = TEST_DATA / name
+    return path if path.is_dir() and any(path.iterdir()) else None
+
+
+def pytest_report_header(config):
+    """Say which faces this run tests on."""
+    real = [name for name in FOLDERS if real_folder(name)]
+    made = [name for name in FOLDERS if name not in real]
+    parts = [f"real {', '.join(real)} from {TEST_DATA}"] if real else []
+    parts += [f"default-GAN stand-ins for {', '.join(made)} (not found in {TEST_DATA})"] if made else []
+    return "face data: " + "; ".join(parts)
 
 
 @pytest.fixture(scope="session")
-def celeba_dir() -> Path:
-    """10,000 CelebA aligned JPEGs at 89x109 (half size)."""
-    return _shared("celeba-10k")
+def celeba_dir(tmp_path_factory) -> Path:
+    """celeba-10k: 10,000 CelebA aligned JPEGs at 89x109 (half size); or 512 GAN faces
+    framed the same way, named the same way."""
+    from synthetic_faces import write_celeba_like
+
+    return real_folder("celeba-10k") or write_celeba_like(tmp_path_factory.mktemp("synthetic") / "celeba-like")
 
 
 @pytest.fixture(scope="session")
-def utk_dir() -> Path:
-    """23,707 UTKFace aligned JPEGs at 200x200."""
-    return _shared("utkface")
+def utk_dir(tmp_path_factory) -> Path:
+    """utkface: 23,707 UTKFace aligned JPEGs at 200x200; or 100 GAN faces framed the same way,
+    named the same way (with made-up age, gender and race)."""
+    from synthetic_faces import write_utk_like
+
+    return real_folder("utkface") or write_utk_like(tmp_path_factory.mktemp("synthetic") / "utk-like")
 
 
 @pytest.fixture(scope="session")
 def celeba_store32(celeba_dir, tmp_path_factory):
-    """The first 512 CelebA faces at 32x32 (CelebA crop): 448 train + 64 holdout."""
+    """The first 512 celeba_dir faces at 32x32 (CelebA crop): 448 train + 64 holdout."""
     from facegen.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("stores") / "celeba32"
@@ -44,7 +68,7 @@ def celeba_store32(celeba_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def celeba_store64(celeba_dir, tmp_path_factory):
-    """The first 256 CelebA faces at 64x64 (CelebA crop): 224 train + 32 holdout."""
+    """The first 256 celeba_dir faces at 64x64 (CelebA crop): 224 train + 32 holdout."""
     from facegen.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("stores") / "celeba64"

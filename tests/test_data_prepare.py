@@ -1,4 +1,4 @@
-"""prepare end to end on real CelebA faces: manifest, determinism, holdout, refusals."""
+"""prepare end to end on CelebA faces (or the GAN faces standing in for them): manifest, determinism, holdout, refusals."""
 
 import os
 import stat
@@ -16,7 +16,9 @@ def test_end_to_end_on_celeba_faces(celeba_store64, celeba_dir):
     assert m["splits"] == {"train": 224, "holdout": 32}
     assert m["size"] == 64 and m["crop"] == "celeba" and m["limit"] == 256
     assert m["counts"] == {"files": 256, "faces": 256, "skipped": 0, "duplicates": 0}
-    assert m["source"] == {"kind": "folder", "location": str(celeba_dir.resolve()), "files": 10000}
+    # The whole folder is listed (10,000 real files, 512 stand-ins), not just the 256 read.
+    files = sum(1 for p in celeba_dir.iterdir() if p.is_file())
+    assert files > 256 and m["source"] == {"kind": "folder", "location": str(celeba_dir.resolve()), "files": files}
     assert m["facegen_version"] and len(m["content_hash"]) == 64
     train = celeba_store64.split("train")
     assert train.dtype == np.uint8 and train.shape == (224, 64, 64, 3)
@@ -81,21 +83,30 @@ def test_unwritable_out_is_refused_before_any_work(celeba_dir, tmp_path):
 
 
 def test_bad_arguments_are_user_errors(celeba_dir, tmp_path):
-    with pytest.raises(FacegenError, match="leaves no training faces"):
-        prepare(celeba_dir, tmp_path / "s", size=16, limit=5, holdout=5, workers=1, progress=False)
     with pytest.raises(FacegenError, match="unknown crop"):
         prepare(celeba_dir, tmp_path / "s", size=16, crop="square", progress=False)
     with pytest.raises(FacegenError, match="only apply to --crop align"):
         prepare(celeba_dir, tmp_path / "s", size=16, crop_options={"zoom": 1.2}, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == []  # refused before any work: nothing written
+    # Known only once decoded: the decoded faces are kept for the next run (holdout only chooses rows).
+    with pytest.raises(FacegenError, match="leaves no training faces.*stay in .*s.partial for the next run"):
+        prepare(celeba_dir, tmp_path / "s", size=16, limit=5, holdout=5, workers=1, progress=False)
     assert not (tmp_path / "s").exists()
-    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left behind
+    assert len(prepare(celeba_dir, tmp_path / "s", size=16, limit=5, holdout=1, workers=1, progress=False)) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]
 
 
 def test_an_interrupted_write_leaves_no_half_store(celeba_dir, tmp_path, monkeypatch):
-    def interrupted_save(*args, **kwargs):
+    def interrupted_write(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("facegen.data.store.np.save", interrupted_save)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(celeba_dir, tmp_path / "s", size=16, limit=4, workers=1, progress=False)
-    assert list(tmp_path.iterdir()) == []  # neither the store nor its temporary folder
+    with monkeypatch.context() as patch:
+        patch.setattr("facegen.data.prepare.write_rows", interrupted_write)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(celeba_dir, tmp_path / "s", size=16, limit=4, workers=1, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [".s.partial"]  # no store, only the work to continue from
+    with pytest.raises(FacegenError, match="is not finished"):
+        FaceStore(tmp_path / "s")
+    again = prepare(celeba_dir, tmp_path / "s", size=16, limit=4, workers=1, progress=False)
+    assert again.content_hash == prepare(celeba_dir, tmp_path / "t", size=16, limit=4, workers=1, progress=False).content_hash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "t"]

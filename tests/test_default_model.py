@@ -41,6 +41,7 @@ def test_default_model_makes_the_same_face_per_seed():
 def test_sample_without_a_run_uses_the_default_model(tmp_path):
     result = CliRunner().invoke(app, ["sample", "--n", "8", "--out", str(tmp_path / "faces")])
     assert result.exit_code == 0, result.output
-    files = sorted((tmp_path / "faces").iterdir())
+    files = sorted((tmp_path / "faces").glob("seed*.png"))
     assert [f.name for f in files] == [f"seed{s:06d}.png" for s in range(8)]
+    assert (tmp_path / "faces" / ".facegen-samples.json").is_file()  # the folder's provenance record
     assert Image.open(files[0]).size == (64, 64)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_demo_without_reference_features(tiny_gan_model, tmp_path):
     r = run_demo(tmp_path / "demo", n_eval=16, n_grid=16, model=tiny_gan_model, progress=False)
     out = tmp_path / "demo"
-    assert sorted(p.name for p in (out / "samples").iterdir()) == [f"seed{s:06d}.png" for s in range(16)]
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == [f"seed{s:06d}.png" for s in range(16)]
     grid = np.asarray(Image.open(out / "faces.png"))
     assert grid.shape[0] > 32 and grid.shape[1] > 32 * 8  # 8 faces of 32 px per row, with padding
     assert r["faces"]["n"] == 16 and 0.0 <= r["faces"]["one_face_share"] <= 1.0
@@ -44,13 +44,38 @@ def test_demo_scores_against_shipped_reference(tiny_gan_model, tmp_path, monkeyp
 
     monkeypatch.setattr(inception, "extract_features", features)
     reference = features(np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3)))
-    np.savez(model / REFERENCE_FEATURES, features=reference.astype(np.float16), what="random pictures")
+    np.savez(model / REFERENCE_FEATURES, features=reference.astype(np.float16), what="random pictures",
+             network=inception.network_hash(), resize=inception.resize_mode())
 
     r = run_demo(tmp_path / "demo", n_eval=24, n_grid=16, model=model, progress=False)
     d = r["distribution"]
     assert (d["n_generated"], d["n_reference"]) == (24, 40)
     assert np.isfinite(d["kid"]) and 0.0 <= d["precision"] <= 1.0 and 0.0 <= d["recall"] <= 1.0
     assert "KID" in (tmp_path / "demo" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("stale", [{"resize": "uint8 RGB PIL bicubic"}, {"network": "0123abcd"}, {}])
+def test_demo_refuses_reference_features_of_another_resize_or_network(tiny_gan_model, tmp_path, stale):
+    """Features from another resize (or network, or unrecorded) are not comparable: a one-line
+    error naming the file and the script that rebuilds it, not a silently wrong KID."""
+    import facegen.metrics.inception as inception
+    from facegen.utils import FacegenError
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gan_model, model)
+    keys = {"network": inception.network_hash(), "resize": inception.resize_mode(), **stale} if stale else {}
+    np.savez(model / REFERENCE_FEATURES, features=np.zeros((8, 2048), np.float16), what="stale", **keys)
+    with pytest.raises(FacegenError, match=r"reference-features\.npz: .*rebuild them with scripts/reference_features\.py"):
+        run_demo(tmp_path / "demo", n_eval=8, n_grid=8, model=model, progress=False)
+
+
+def test_the_shipped_reference_features_match_this_network_and_resize():
+    import facegen.metrics.inception as inception
+    from facegen.sample import DEFAULT_MODEL
+
+    shipped = np.load(DEFAULT_MODEL / REFERENCE_FEATURES)
+    assert str(shipped["network"]) == inception.network_hash() and str(shipped["resize"]) == inception.resize_mode()
+    assert shipped["features"].shape == (1000, 2048)
 
 
 def test_demo_cli_reports_paths_and_refuses_missing_model(tiny_gan_model, tmp_path):

@@ -151,6 +151,17 @@ def test_gan_on_two_processes_follows_the_one_process_trajectory(celeba_store32,
     assert_same_trajectory(one, two, "gan")
 
 
+def test_eval_every_on_two_processes_writes_one_row_per_evaluation(celeba_store32, tmp_path):
+    # The reference features are a collective (every process extracts its share); sampling and
+    # scoring are the main process's alone while the other waits: no deadlock, one row each time.
+    run = tmp_path / "two"
+    launch("train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(run), "--steps", "4", *DDPM,
+           "eval_every=2", "eval_samples=4", env={"FACEGEN_CACHE": str(tmp_path / "cache")})
+    evals = [row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "kid" in row]
+    assert [row["step"] for row in evals] == [2, 4] and all(np.isfinite(row["kid"]) for row in evals)
+    assert (run / "eval.png").is_file()
+
+
 def test_sd_under_fsdp_follows_one_process_resumes_exactly_and_exports_the_full_ema(celeba_store32, tmp_path):
     """FSDP (fsdp-cpu-2proc.yaml) on the tiny SD: each process holds a shard of every UNet weight,
     Adam moment and EMA weight. Checkpoints gather them and a resume cuts them out again: a run
@@ -243,8 +254,11 @@ def test_eval_on_two_processes_gathers_the_same_features(celeba_store32, tiny_ga
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"]
     assert two["kid"]["n_generated"] == 24 and two["kid"]["n_reference"] == 16
     assert two["kid"]["value"] == pytest.approx(one["metrics"]["kid"]["value"], rel=1e-3, abs=1e-6)
-    [ref_one], [ref_two] = (list((tmp_path / c).glob("inception-*.npy")) for c in ("cache-one", "cache-two"))
-    np.testing.assert_allclose(np.load(ref_two), np.load(ref_one), rtol=1e-4, atol=1e-4)
+    # The reference's and the samples' features, cached under the same keys by one and two processes.
+    one_files, two_files = (sorted((tmp_path / c).glob("inception-*.npy")) for c in ("cache-one", "cache-two"))
+    assert len(one_files) == 2 and [f.name for f in one_files] == [f.name for f in two_files]
+    for file_one, file_two in zip(one_files, two_files):
+        np.testing.assert_allclose(np.load(file_two), np.load(file_one), rtol=1e-4, atol=1e-4)
 
 
 def test_work_is_split_in_whole_batches_in_order(monkeypatch):

@@ -65,7 +65,7 @@ def test_eval_folder_writes_reports_and_catches_the_planted_copy(sets, facegen):
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "Memorization audit" in md and "![" in md and (out / "closest_pairs.png").is_file()
     assert html.count("data:image/png;base64,") == 3 and "<img src=\"closest_pairs.png" not in html  # self-contained
-    assert len(list(sets["cache"].glob("inception-*.npy"))) == 2  # holdout and train features, cached
+    assert len(list(sets["cache"].glob("inception-*.npy"))) == 3  # holdout, train and generated features, cached
 
 
 @pytest.mark.parametrize("pool, found_in_inception", [(10, True), (3, False)])
@@ -103,13 +103,13 @@ def test_eval_run_samples_first(sets, facegen, tiny_gan_model):
 
 
 def test_eval_run_with_truncation_samples_at_that_psi_under_its_own_name(sets, facegen, tiny_gan_model):
-    from facegen.sample import TRUNCATION_NOTE
+    from facegen.sample import read_record
 
     out = sets["root"] / "report-run-psi"
     done = facegen("eval", tiny_gan_model, "--ref", sets["ref"], "--n", "8", "--metrics", "kid", "--out", out,
                    "--truncation", "0.5", cache=sets["cache"])
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "samples" / TRUNCATION_NOTE).read_text()) == {"psi": 0.5}
+    assert read_record(out / "samples")["settings"]["psi"] == 0.5
     report = json.loads((out / "metrics.json").read_text())
     assert report["source"]["name"] == tiny_gan_model.name + "-psi0.5"  # its own row in `facegen compare`
 

@@ -1,4 +1,4 @@
-"""GAN family end to end in the shared loop, on real CelebA faces (celeba_store32):
+"""GAN family end to end in the shared loop, on CelebA faces (celeba_store32; see conftest.py):
 each objective trains, resumes exactly, samples by seed and is evaluated with KID."""
 
 from __future__ import annotations

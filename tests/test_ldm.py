@@ -147,18 +147,46 @@ def test_ldm_run_evaluates_like_a_pixel_run(ldm_run, celeba_store32, facegen, tm
 def test_latent_cache_matches_the_encoder(ldm_run, ae_run, celeba_store32):
     from diffusers import AutoencoderKL
 
-    from facegen.families.ldm.cache import LatentCache
+    from facegen.families.latents import CachedLatents
 
-    folder = ae_run / "latents" / celeba_store32.content_hash[:16]
-    cache = LatentCache(folder)
-    assert len(cache.rows) == 2 * len(celeba_store32)  # every face and its mirror image
+    (path,) = (ae_run / "latents").glob("latents-*.npy")  # beside the autoencoder: RUN_AE/latents/
+    cache = CachedLatents(path)
+    assert (len(cache), cache.flips) == (len(celeba_store32), 2)  # every face and its mirror image
     vae = AutoencoderKL.from_pretrained(ae_run / "model")
     faces = torch.from_numpy(np.array(celeba_store32.split("train")[:4])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    mean, std = cache.lookup(torch.cat([faces, faces.flip(3)]))
+    moments = torch.stack([cache[(i, flip)] for flip in (False, True) for i in range(4)])
     with torch.no_grad():
         posterior = vae.encode(torch.cat([faces, faces.flip(3)])).latent_dist
-    assert torch.allclose(mean, posterior.mean, atol=2e-2) and torch.allclose(std, posterior.std, atol=1e-3)
-    assert cache.lookup(torch.zeros(1, 3, 32, 32)) is None  # an unknown face: the loss encodes it
+    mean, logvar = moments.chunk(2, dim=1)
+    assert torch.allclose(mean, posterior.mean, atol=2e-2)
+    assert torch.allclose((0.5 * logvar).exp(), posterior.std, rtol=2e-3, atol=1e-3)  # log-variance kept in float16
+
+
+def test_latent_cache_is_keyed_by_the_autoencoder_weights(ae_run, celeba_store32, tmp_path):
+    """An autoencoder retrained in place (same folder, same store) never trains an LDM on the old weights' latents."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    from facegen.config import load_config
+    from facegen.families import get_family
+
+    ae = tmp_path / "ae"
+    shutil.copytree(ae_run / "model", ae / "model")
+    cfg = load_config("ldm-tiny64", [*LDM, f"model.autoencoder={ae}", f"data={celeba_store32.path}"])
+    get_family("ldm").build(cfg, 32)                  # caches the latents of the first weights
+    vae = AutoencoderKL.from_pretrained(ae / "model")
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(1.5)           # "retrained": other weights, same config and scale
+    vae.save_pretrained(ae / "model")
+    built = get_family("ldm").build(cfg, 32)
+    assert len(list((ae / "latents").iterdir())) == 2  # a cache per weights: the first one is not reused
+
+    faces = torch.from_numpy(np.array(celeba_store32.split("train")[:2])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        posterior = vae.encode(faces).latent_dist
+    mean, logvar = torch.stack([built.dataset[(i, False)] for i in range(2)]).chunk(2, dim=1)
+    assert torch.allclose(mean, posterior.mean, atol=2e-2) and torch.allclose(logvar, posterior.logvar, atol=2e-2)
 
 
 def test_ldm_needs_an_autoencoder(celeba_store32, ldm_run, tmp_path):

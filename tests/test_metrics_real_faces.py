@@ -1,4 +1,6 @@
-"""The feature network and the metrics on real faces.
+"""The feature network and the metrics on real faces (or, where ../shared/data is absent,
+on the default GAN's faces, framed like UTKFace and like CelebA: two sets that differ in
+framing as the real two do, and the same orderings hold; see conftest.py).
 
 The FID ordering test runs the pure Frechet function on 40 pictures per set (plus 24 noise
 pictures), not the `facegen eval` command, which refuses FID below 2,048 pictures: at 40

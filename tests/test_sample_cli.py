@@ -65,7 +65,8 @@ def test_sample_cli_writes_one_png_per_seed_and_skips_existing(trained_run, tmp_
     result = invoke("sample", trained_run, "--n", 4, "--out", out, "--sampler", "dpm++", "--steps", 5, "--batch", 3)
     assert "4 written" in result.output
     files = sorted(p.name for p in out.iterdir())
-    assert files == [f"seed{s:06d}.png" for s in range(4)]
+    assert files == [".facegen-samples.json"] + [f"seed{s:06d}.png" for s in range(4)]  # the faces and their provenance
+    files = files[1:]
     assert np.asarray(Image.open(out / files[0])).shape == (32, 32, 3)
     again = invoke("sample", trained_run, "--seeds", "2-5", "--out", out, "--sampler", "dpm++", "--steps", 5)
     assert "2 written, 2 already there" in again.output
@@ -76,7 +77,7 @@ def test_sample_folder_matches_generate_and_shards_cover_every_seed(trained_run,
     assert shard_seeds(range(10), (1, 3)) == [1, 4, 7]
     for rank in range(2):  # two "processes" share a seed list
         sample_to_folder(generator, range(5), tmp_path, batch_size=2, shard=(rank, 2), show_progress=False, sampler="ddim", steps=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"seed{s:06d}.png" for s in range(5)]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"seed{s:06d}.png" for s in range(5)]
     direct = generate(generator, [3], sampler="ddim", steps=3)[0]
     assert abs(np.asarray(Image.open(tmp_path / "seed000003.png")).astype(int) - direct).max() <= 1
 

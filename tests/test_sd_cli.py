@@ -119,7 +119,7 @@ def test_lora_with_cached_latents_exports_weights_that_diffusers_loads(env):
                      *OVERRIDES, "model.lora_rank=4", "model.cache_latents=true", "lr=1e-2")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (out / "model").iterdir()) == ["facegen.json", "pytorch_lora_weights.safetensors"]
-    assert len(list((env.root / "cache").glob("sd-latents-*.npy"))) == 1
+    assert len(list((env.root / "cache").glob("latents-*.npy"))) == 1
     meta = json.loads((out / "model" / "facegen.json").read_text())
     assert meta["lora"] and meta["base"] == str(env.tiny) and meta["prompt"] == "a face: frontal"
 

@@ -13,7 +13,7 @@ from facegen.config import load_config
 from facegen.data.store import write_store
 from facegen.families import get_family
 from facegen.families.sd.generator import SdGenerator
-from facegen.families.sd.latents import CachedLatents, latent_cache
+from facegen.families.latents import CachedLatents, latent_cache
 from facegen.families.sd.loss import LatentNoiseLoss
 from facegen.families.sd.networks import encode_prompts, load_parts
 from facegen.families.sd.tiny import byte_level_clip_tokenizer, write_tiny_pipeline
@@ -129,7 +129,7 @@ def test_cached_latents_are_the_vae_moments_of_each_face_and_its_mirror(tiny_sd,
     cache = latent_cache(store, vae, hflip=True, batch_size=5)
     assert len(cache) == 12 and cache.flips == 2
     again = latent_cache(store, vae, hflip=True)  # a hit: same file, nothing recomputed
-    assert again.path == cache.path and len(list((tmp_path / "cache").glob("sd-latents-*.npy"))) == 1
+    assert again.path == cache.path and len(list((tmp_path / "cache").glob("latents-*.npy"))) == 1
     x = torch.from_numpy(faces32[[7]]).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         for flip in (False, True):

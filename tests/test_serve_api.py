@@ -82,6 +82,34 @@ def test_seeded_faces_are_immutable_with_etag_and_304(client):
     assert not_modified.status_code == 304 and not_modified.content == b""
 
 
+def test_etag_and_page_tag_change_with_the_weights(tiny_gan_model, generator, tmp_path):
+    """Two models with the same name and config but other weights never share an ETag or a page tag."""
+    import re
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from facegen.sample import load_generator
+
+    twin = tmp_path / tiny_gan_model.name
+    shutil.copytree(tiny_gan_model, twin)
+    weights = load_file(twin / "generator.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim > 1)
+    save_file({**weights, name: weights[name] * 1.5}, twin / "generator.safetensors")
+    twin_generator = load_generator(twin, "cpu")
+    assert twin_generator.info() == generator.info()  # nothing but the weights tells them apart
+
+    def seen(gen):
+        with TestClient(create_app(gen, cache_size=0)) as c:
+            page = c.get("/").text
+            return (c.get("/face.png?seed=3").headers["etag"], c.get("/morph.gif?from=1&to=2&frames=2").headers["etag"],
+                    re.search(r'data-tag="([^"]+)"', page).group(1))
+
+    ours, again, theirs = seen(generator), seen(load_generator(tiny_gan_model, "cpu")), seen(twin_generator)
+    assert ours == again                                 # the same weights: the same tags, whoever loads them
+    assert all(a != b for a, b in zip(ours, theirs))     # other weights: every tag differs
+
+
 def test_unseeded_face_is_random_not_cached_and_names_its_seed(client):
     r = client.get("/face.png")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store" and "etag" not in r.headers

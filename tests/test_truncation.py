@@ -119,7 +119,7 @@ def test_cli_samples_at_a_psi_and_a_folder_keeps_one_psi(tiny_gan_model, gan, tm
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.png")) == [f"seed{s:06d}.png" for s in range(3)]
-    assert json.loads((out / sample.TRUNCATION_NOTE).read_text()) == {"psi": 0.7}
+    assert sample.read_record(out)["settings"]["psi"] == 0.7
     expected = sample.generate(gan, range(3), psi=0.7)
     assert all(np.array_equal(np.asarray(Image.open(sample.seed_file(out, s))), expected[s]) for s in range(3))
 
@@ -127,12 +127,13 @@ def test_cli_samples_at_a_psi_and_a_folder_keeps_one_psi(tiny_gan_model, gan, tm
     again = CliRunner().invoke(app, ["sample", str(tiny_gan_model), "--n", "4", "--out", str(out), "--truncation", "0.7"])
     assert again.exit_code == 0 and "1 written, 3 already there" in again.output
     refused = facegen("sample", tiny_gan_model, "--n", "4", "--out", out)
-    assert refused.returncode == 2 and "holds faces sampled at truncation psi 0.7, not 1" in refused.stderr
+    assert refused.returncode == 2 and "holds faces of another model or settings (psi 0.7, not 1)" in refused.stderr
     plain = tmp_path / "plain"
     assert facegen("sample", tiny_gan_model, "--n", "2", "--out", plain).returncode == 0
-    assert sorted(p.name for p in plain.iterdir()) == ["seed000000.png", "seed000001.png"]  # psi = 1: no note, as before
+    assert sorted(p.name for p in plain.glob("*.png")) == ["seed000000.png", "seed000001.png"]
+    assert sample.read_record(plain)["settings"]["psi"] == 1.0
     refused = facegen("sample", tiny_gan_model, "--n", "2", "--out", plain, "--truncation", "0.5")
-    assert refused.returncode == 2 and "holds faces sampled at truncation psi 1, not 0.5" in refused.stderr
+    assert refused.returncode == 2 and "holds faces of another model or settings (psi 1, not 0.5)" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
 

@@ -57,11 +57,14 @@ def data_prepare(
     all_faces: bool = typer.Option(False, "--all-faces", help="--crop align: every face of a group photo, not only the largest."),
     zoom: Optional[float] = typer.Option(None, min=0.25, max=4.0, help="--crop align: > 1 frames faces tighter, < 1 looser (1 = FFHQ framing)."),
     detector: Optional[Detector] = typer.Option(None, help="--crop align: face detector (default hog)."),
+    shards: int = typer.Option(1, min=1, help="Write the store as N shards, so that each of N processes (or a divisor of N) reads only its own (docs/scaling.md)."),
 ) -> None:
     """Turn face photos into a training-ready face store (uint8 array + manifest.json).
 
     Bad files (corrupt, not an image, too small, exact duplicates) are skipped and listed
-    with their reason in the manifest. The store appears only when complete.
+    with their reason in the manifest. The store appears only when complete; memory stays
+    bounded whatever the number of photos. Interrupted (Ctrl-C, a kill), the same command
+    continues where it stopped.
 
     Examples:
 
@@ -78,7 +81,7 @@ def data_prepare(
     crop_options = {"all_faces": True} if all_faces else {}
     crop_options.update({k: v for k, v in (("zoom", zoom), ("detector", detector and detector.value)) if v is not None})
     prepare(src, out, size, crop=crop.value, holdout=holdout, limit=limit, seed=seed, allow_upscale=allow_upscale,
-            overwrite=overwrite, workers=workers, crop_options=crop_options)
+            overwrite=overwrite, workers=workers, crop_options=crop_options, shards=shards)
 
 
 @data_app.command("info")
@@ -391,7 +394,7 @@ def demo_command(
 
         facegen demo
 
-        facegen demo --out /tmp/demo --n 500
+        facegen demo --out demo-out --n 500
     """
     from facegen.demo import run_demo
 

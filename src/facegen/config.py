@@ -23,12 +23,13 @@ from typing import Any
 
 import yaml
 
-from facegen.utils import FacegenError, atomic_write_text
+from facegen.utils import FacegenError, atomic_write_text, parse_seeds
 
 DEFAULTS: dict[str, Any] = {
     "family": "ddpm",
     "name": None,                  # run name shown in exports and /info; None = the run folder's name
     "data": None,                  # the face store's path, recorded by `facegen train --data`
+    "preset": None,                # the preset name or YAML file the run started from, recorded; --resume checks it
     "resolution": None,            # pixels; None = the face store's resolution
     "batch_size": 32,              # global images per optimizer step (all processes, all accumulation steps)
     "steps": 10000,                # optimizer steps in total (a resumed run continues up to this)
@@ -51,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "sample_every": 1000,          # steps between sample grids (RUN/samples/step-XXXXXX.png)
     "sample_seeds": "0-15",        # the fixed seeds of every grid
     "sample_options": {},          # passed to the generator, e.g. {sampler: ddim, steps: 50}
+    "eval_every": 0,               # steps between KID (and FID) evaluations of the EMA weights against the holdout; 0 = off
+    "eval_samples": 500,           # faces per evaluation: fixed seeds, against as many held-out faces as the holdout has up to this
     "log_every": 10,               # steps between metrics.jsonl lines (and NaN checks)
     "seed": 0,                     # seeds initialisation, data order and the loss's noise
     "mixed_precision": "auto",     # auto = bf16 on GPU, no on CPU; or no, bf16, fp16
@@ -142,29 +145,104 @@ def _set(cfg: dict, path: list[str], value: Any, where: str) -> None:
 
 
 def _resolve(cfg: dict, where: str) -> dict:
-    """Fill the family's model defaults, refuse its unknown model keys, check value ranges."""
-    from facegen.families import get_family
+    """Fill the family's model defaults, refuse its unknown model keys, check value types and ranges."""
+    from facegen.families import FAMILIES
 
-    family = get_family(cfg["family"])
+    if cfg["family"] not in FAMILIES:
+        raise FacegenError(f"{where}: unknown family {cfg['family']!r} (key family); choose one of {', '.join(sorted(FAMILIES))}")
+    family = FAMILIES[cfg["family"]]
     model_defaults = getattr(family, "model_defaults", None)
     if model_defaults is not None:
         unknown = sorted(set(cfg["model"]) - set(model_defaults))
         if unknown:
             raise FacegenError(f"{where}: unknown model key(s) {', '.join(unknown)} for family {cfg['family']!r}; known: {', '.join(sorted(model_defaults))}")
         cfg["model"] = {**copy.deepcopy(model_defaults), **cfg["model"]}
+    if cfg["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
+        cfg["mixed_precision"] = "no"
+    _check_types(cfg, DEFAULTS, where)
+    if model_defaults is not None:
+        _check_types(cfg["model"], model_defaults, where, "model.")
     for key in ("batch_size", "steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
+        if not _is_int(cfg[key]) or cfg[key] < 1:
             raise FacegenError(f"{where}: {key} must be a positive integer, got {cfg[key]!r}")
+    for key, ok, what in (
+        ("lr", cfg["lr"] > 0, "a positive number, e.g. lr=2e-4"),
+        ("weight_decay", cfg["weight_decay"] >= 0, "a number >= 0"),
+        ("warmup_steps", cfg["warmup_steps"] >= 0, "an integer >= 0"),
+        ("num_workers", cfg["num_workers"] >= 0, "an integer >= 0"),
+        ("grad_clip", cfg["grad_clip"] is None or (_is_number(cfg["grad_clip"]) and cfg["grad_clip"] > 0), "a positive number or null (no clipping)"),
+        ("adam_betas", len(cfg["adam_betas"]) == 2 and all(_is_number(b) and 0 <= b < 1 for b in cfg["adam_betas"]), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+        ("ema.decay", 0 <= cfg["ema"]["decay"] <= 1, "a number in [0, 1]"),
+        ("resolution", cfg["resolution"] is None or (_is_int(cfg["resolution"]) and cfg["resolution"] >= 8), "a side in pixels (>= 8) or null (the store's)"),
+        ("threads", cfg["threads"] is None or (_is_int(cfg["threads"]) and cfg["threads"] >= 1), "a positive integer or null (one per core)"),
+    ):
+        if not ok:
+            value = cfg["ema"]["decay"] if key == "ema.decay" else cfg[key]
+            raise FacegenError(f"{where}: {key} must be {what}, got {value!r}")
+    every, samples = cfg["eval_every"], cfg["eval_samples"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise FacegenError(f"{where}: eval_every is steps between evaluations (an integer >= 0; 0 = off), got {every!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise FacegenError(f"{where}: eval_samples must be an integer >= 2 (KID compares sets of at least 2 faces), got {samples!r}")
     limit = cfg["time_limit"]
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
         raise FacegenError(f"{where}: time_limit is minutes of training (a positive number) or null, got {limit!r}")
-    if cfg["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
-        cfg["mixed_precision"] = "no"
     if cfg["mixed_precision"] not in MIXED_PRECISION:
         raise FacegenError(f"{where}: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg['mixed_precision']!r}")
     if not isinstance(cfg["sample_options"], dict):
         raise FacegenError(f"{where}: sample_options is a mapping, e.g. {{sampler: ddim, steps: 50}}")
+    try:
+        parse_seeds(cfg["sample_seeds"])
+    except (FacegenError, TypeError, ValueError):
+        raise FacegenError(f"{where}: sample_seeds must be a seed list such as 0-15 or 0-7,100, got {cfg['sample_seeds']!r}") from None
+    steps = cfg["sample_options"].get("steps")
+    if steps is not None and (not _is_int(steps) or steps < 1):
+        raise FacegenError(f"{where}: sample_options.steps must be a positive integer, got {steps!r}")
+    known = samplers(cfg["family"])
+    for key, value in (("model.sampler", cfg["model"].get("sampler")), ("sample_options.sampler", cfg["sample_options"].get("sampler"))):
+        if value is not None and known is not None and value not in known:
+            raise FacegenError(f"{where}: {key} must be one of {', '.join(known)} for family {cfg['family']!r}, got {value!r}")
     return cfg
+
+
+def samplers(family: str) -> tuple[str, ...] | None:
+    """The sampler names a family's model.sampler and sample_options.sampler accept (None: no choice)."""
+    if family in ("ddpm", "ldm"):
+        from facegen.families.ddpm.sampler import SCHEDULERS
+
+        return tuple(SCHEDULERS)
+    if family == "sd":
+        from facegen.families.sd.sampler import SAMPLERS
+
+        return tuple(SAMPLERS)
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # YAML true is an int to Python
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_types(values: dict, defaults: dict, where: str, prefix: str = "") -> None:
+    """Each value has its default's kind (a number where the default is a number, ...), so that
+    lr=abc is refused here, not as a traceback from the optimizer after the data is loaded.
+    Keys whose default is None take anything here (checked where they are used); None itself
+    passes for model keys (the family decides) and for grad_clip (= no clipping)."""
+    kinds = ((bool, "true or false", lambda v: isinstance(v, bool)), (int, "an integer", _is_int),
+             (float, "a number", _is_number), (str, "a string", lambda v: isinstance(v, str)),
+             (list, "a list, e.g. [1, 2]", lambda v: isinstance(v, list)), (dict, "a mapping", lambda v: isinstance(v, dict)))
+    for key, default in defaults.items():
+        value = values.get(key)
+        if default is None or key in ("model", "sample_seeds") or (value is None and (prefix or key == "grad_clip")):
+            continue
+        kind, what, ok = next(k for k in kinds if isinstance(default, k[0]))
+        if not ok(value):
+            raise FacegenError(f"{where}: {prefix}{key} must be {what} (like its default {default!r}), got {value!r}")
+        if kind is dict and not prefix and key != "sample_options":
+            _check_types(value, default, where, f"{key}.")
 
 
 def per_process_batch(cfg: dict, world_size: int) -> int:

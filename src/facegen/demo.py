@@ -20,7 +20,10 @@ import numpy as np
 
 from facegen.utils import atomic_write_json, atomic_write_text, make_grid, save_png
 
-REFERENCE_FEATURES = "reference-features.npz"  # {"features": (n, 2048) float16, "what": str}
+# {"features": (n, 2048) float16, "what": str, "network": str, "resize": str}: made by
+# scripts/reference_features.py; network and resize key them (features of another network
+# or resize are not comparable, so the demo refuses them instead of scoring against them).
+REFERENCE_FEATURES = "reference-features.npz"
 
 
 def run_demo(out: str | Path = "demo-out", n_eval: int = 200, n_grid: int = 64, model: str | Path | None = None,
@@ -33,7 +36,7 @@ def run_demo(out: str | Path = "demo-out", n_eval: int = 200, n_grid: int = 64, 
     generator = load_generator(folder)
     t0 = time.perf_counter()
     n = max(n_eval, n_grid)
-    timing = sample_to_folder(generator, range(n), out / "samples", batch_size=32, show_progress=progress)
+    timing = sample_to_folder(generator, range(n), out / "samples", batch_size=32, show_progress=progress, replace=True)  # the demo's own folder
     images = _read_folder(out / "samples", range(n))
     save_png(out / "faces.png", make_grid(images[:n_grid], nrow=8))
 
@@ -69,11 +72,16 @@ def _face_check(images: np.ndarray) -> dict:
 
 
 def _distribution(images: np.ndarray, ref_file: Path, progress: bool) -> dict:
-    from facegen.metrics.inception import extract_features
+    from facegen.metrics.inception import extract_features, network_hash, resize_mode
     from facegen.metrics.kid import kernel_distance
     from facegen.metrics.prdc import precision_recall
+    from facegen.utils import FacegenError
 
     ref = np.load(ref_file)
+    made_with = {key: str(ref[key]) if key in ref.files else "unrecorded" for key in ("network", "resize")}
+    if made_with != {"network": network_hash(), "resize": resize_mode()}:
+        raise FacegenError(f"{ref_file}: reference features made with network {made_with['network']}, resize {made_with['resize']}; "
+                           f"this facegen uses {network_hash()}, {resize_mode()}: rebuild them with scripts/reference_features.py")
     reference = ref["features"].astype(np.float32)
     generated = extract_features(images, progress=progress, label="inception features")
     kid, kid_std = kernel_distance(generated, reference, subsets=50)

@@ -24,6 +24,7 @@ ALL_METRICS = ("fid", "kid", "pr", "dc", "is", "mem", "faces")
 DEFAULT_METRICS = ("fid", "kid", "pr", "dc", "mem", "faces")
 FID_MIN_SAMPLES = 2048      # below this the 2048-d covariance is singular: FID refused
 FID_WARN_SAMPLES = 10_000   # below this FID is noticeably biased upward: warned
+FID_BOOTSTRAP_ROUNDS = 50   # resamples of both sets for the FID interval (~6 CPU-s each at 10,000 / 5,000)
 DEFAULT_RUN_SAMPLES = 10_000
 PIXEL_SIDE = 32             # memorization in pixel space: colour pictures at 32x32
 FACES_MAX = 1000            # face checks on at most this many pictures per set (dlib, ~0.1 s each)
@@ -40,6 +41,7 @@ class Source:
     store: FaceStore | None = None
     split: str | None = None
     spread: bool = False   # a store's rows: evenly spaced over the split (True) or its first rows
+    record: dict | None = None  # a sample folder's provenance record (facegen.sample.PROVENANCE)
 
 
 def parse_metrics(text: str | tuple | list) -> tuple[str, ...]:
@@ -102,12 +104,11 @@ def evaluate(
     pictures = {"samples": sample_grid(src.images, store.resolution)}
     gen_features = ref_features = None
     if {"fid", "kid", "pr", "dc", "mem"} & set(metrics):
-        from facegen.distributed import cpu_threads, sharded_rows
-        from facegen.metrics.inception import extract_features, store_features
+        from facegen.metrics.inception import folder_features, store_features
 
+        # both sides cached: a rerun on the same samples (or store) extracts no features
         gen_features = (store_features(src.store, src.split, len(src.images), batch_size, progress, spread=src.spread) if src.store
-                        else sharded_rows(extract_features, src.images, batch_size=batch_size, progress=progress,
-                                          label="generated features", threads=cpu_threads()))
+                        else folder_features(src.images, batch_size, progress))
         ref_features = store_features(store, split, len(ref_images), batch_size, progress)
         results |= distribution_metrics(metrics, gen_features, ref_features)
     if "mem" in metrics:
@@ -125,7 +126,8 @@ def evaluate(
         "command": command if command is not None else " ".join(sys.argv),
         "source": {"kind": src.kind, "path": str(src.path), "name": src.name, "count": len(src.images),
                    **({"store_hash": src.store.content_hash, "split": src.split,
-                       "rows": "evenly spaced over the split" if src.spread else "all"} if src.store else {})},
+                       "rows": "evenly spaced over the split" if src.spread else "all"} if src.store else {}),
+                   **({"samples": src.record} if src.record else {})},
         "reference": {"store": str(store.path), "content_hash": store.content_hash, "split": split,
                       "count": len(ref_images), "resolution": store.resolution},
         "feature_network": feature_network(),
@@ -143,6 +145,7 @@ def evaluate(
 def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, sample_options: dict, progress: bool) -> Source:
     """Which kind of input this is, and its pictures (a run is sampled here)."""
     from facegen.metrics.images import ImageFolder
+    from facegen.sample import read_record
 
     path = Path(source)
     if not path.exists():
@@ -167,13 +170,14 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
 
         count = n or DEFAULT_RUN_SAMPLES
         folder = out / "samples"
-        sample_on_processes(path, range(count), folder, show_progress=progress, **sample_options)
+        # OUT/samples is evaluation's own: faces of another model or settings are sampled again
+        sample_on_processes(path, range(count), folder, show_progress=progress, replace=True, **sample_options)
         name = path.parent.name if (path / EXPORT_META).is_file() and path.name == "model" else path.name
         psi = float(sample_options.get("psi") or 1.0)
         if psi != 1.0:
             name += f"-psi{psi:g}"  # `facegen compare` groups by name: truncated faces are another model's row
-        return Source("run", path, name, ImageFolder(folder, limit=count))
-    return Source("folder", path, path.name, ImageFolder(path, limit=n))
+        return Source("run", path, name, ImageFolder(folder, limit=count), record=read_record(folder))
+    return Source("folder", path, path.name, ImageFolder(path, limit=n), record=read_record(path))
 
 
 def is_run(path: Path) -> bool:
@@ -200,17 +204,18 @@ def check_counts(metrics, n_generated: int, n_reference: int, split: str) -> lis
 
 def distribution_metrics(metrics, gen: np.ndarray, ref: np.ndarray) -> dict:
     """FID (+ bootstrap interval), KID, precision/recall, density/coverage, each with its counts."""
-    from facegen.metrics.fid import fid_bootstrap, frechet_distance, gaussian_stats
+    from facegen.metrics.fid import fid_bootstrap
     from facegen.metrics.kid import kernel_distance, subset_size
     from facegen.metrics.prdc import density_coverage, precision_recall
 
     counts = {"n_generated": int(len(gen)), "n_reference": int(len(ref))}
     out = {}
     if "fid" in metrics:
-        mu_ref, sigma_ref = gaussian_stats(ref)
-        value = frechet_distance(mu_ref, sigma_ref, *gaussian_stats(gen))
-        lo, hi = fid_bootstrap(gen, mu_ref, sigma_ref, rounds=20)
-        out["fid"] = {"value": value, "ci95": [lo, hi], "bootstrap_rounds": 20, **counts}
+        b = fid_bootstrap(gen, ref, rounds=FID_BOOTSTRAP_ROUNDS, level=0.95)
+        # ci95 and bootstrap_rounds keep their pre-issue-18 names; the method says what changed
+        out["fid"] = {"value": b["value"], "ci95": b["ci"], "bootstrap_rounds": b["rounds"], "bootstrap_se": b["se"],
+                      "bootstrap_resampled_mean": b["resampled_mean"], "bootstrap_resampled": ["generated", "reference"],
+                      "ci_method": b["method"], **counts}
     if "kid" in metrics:
         subset = subset_size(len(gen), len(ref), 1000)
         mean, std = kernel_distance(gen, ref, subsets=100, max_subset_size=1000)
@@ -281,7 +286,7 @@ def feature_network() -> dict:
     from facegen.metrics.inception import NETWORK_FILE, network_hash, resize_mode
 
     return {"name": "Inception-v3 (TF 2015-12-05, FID pool3)", "file": NETWORK_FILE, "sha256": network_hash(),
-            "input": "uint8/128 - 1, 299x299 NCHW", "resize": resize_mode()}
+            "input": "(x - 128) / 128, x the float 299x299 resize in [0, 255], NCHW", "resize": resize_mode()}
 
 
 def versions() -> dict:

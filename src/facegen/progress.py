@@ -46,19 +46,21 @@ def progress(*columns: ProgressColumn | str, enabled: bool = True, console: Cons
 
 
 @contextlib.contextmanager
-def counting_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yields advance(n): a bar with count, images/s, elapsed time and ETA on stderr."""
+def counting_bar(label: str, total: int, enabled: bool = True, done: int = 0) -> Iterator[Callable[[int], None]]:
+    """Yields advance(n): a bar with count, images/s, elapsed time and ETA on stderr.
+
+    `done`: already counted (a resumed job): the bar starts there, the rate counts only new work."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn(f"{label:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with progress(*columns, enabled=enabled) as bar:
-        task = bar.add_task(label, total=total, rate="")
-        started, done = time.perf_counter(), 0
+        task = bar.add_task(label, total=total, completed=done, rate="")
+        started, new = time.perf_counter(), 0
 
         def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.1f} img/s")
+            nonlocal new
+            new += n
+            bar.update(task, advance=n, rate=f"{new / max(time.perf_counter() - started, 1e-9):,.1f} img/s")
 
         yield advance

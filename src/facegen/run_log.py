@@ -1,7 +1,9 @@
 """What a training run writes besides checkpoints: metrics.jsonl, loss.png, sample grids, the strip.
 
-    RUN/metrics.jsonl           one JSON line per `log_every` steps (step, kimg, losses, lr, img/s)
+    RUN/metrics.jsonl           one JSON line per `log_every` steps (step, kimg, losses, lr, img/s), and
+                                one per `eval_every` steps (step, kid, kid_std, [fid], eval_samples, ...)
     RUN/loss.png                the loss curves from metrics.jsonl
+    RUN/eval.png                KID (and FID) against step, from the evaluation rows
     RUN/samples/step-XXXXXX.png the fixed-seed grid at that step
     RUN/samples/strip.png       the first row of every grid, oldest at the top: the same seeds through training
 """
@@ -37,17 +39,31 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line] if self.path.is_file() else []
 
 
-def plot_losses(rows: list[dict], out: Path) -> None:
-    """loss.png: every loss-like column against step, log-scaled when all positive."""
-    import io
-
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display: training runs on servers
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_figure(fig, out: Path) -> None:
+    import io
+
     from facegen.utils import atomic_write_bytes
 
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def plot_losses(rows: list[dict], out: Path) -> None:
+    """loss.png: every loss-like column against step, log-scaled when all positive."""
+    plt = _pyplot()
+    rows = [r for r in rows if any(k.startswith("loss") for k in r)]  # not the evaluation rows: they would break the lines
     keys = sorted({k for r in rows for k in r if k.startswith("loss")})
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [r["step"] for r in rows]
@@ -60,11 +76,28 @@ def plot_losses(rows: list[dict], out: Path) -> None:
     ax.grid(alpha=0.3)
     if keys:
         ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    _save_figure(fig, out)
+
+
+def plot_eval(rows: list[dict], out: Path) -> None:
+    """eval.png: KID (mean, bar = std over its subsets) against step, FID on a second axis where measured."""
+    plt = _pyplot()
+    rows = [r for r in rows if "kid" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.errorbar([r["step"] for r in rows], [r["kid"] for r in rows], yerr=[r["kid_std"] for r in rows],
+                marker="o", markersize=3, capsize=2, linewidth=1, color="C0", label="KID")
+    ax.set_xlabel("step")
+    ax.set_ylabel("KID", color="C0")
+    ax.grid(alpha=0.3)
+    with_fid = [r for r in rows if r.get("fid") is not None]
+    if with_fid:
+        twin = ax.twinx()
+        twin.plot([r["step"] for r in with_fid], [r["fid"] for r in with_fid], marker="s", markersize=3, linewidth=1, color="C1")
+        twin.set_ylabel("FID", color="C1")
+    if rows:
+        last = rows[-1]
+        ax.set_title(f"EMA weights: {last['eval_samples']} samples vs {last['eval_reference']} held-out faces", fontsize=10)
+    _save_figure(fig, out)
 
 
 def save_samples(samples_dir: Path, step: int, images: np.ndarray) -> Path:

@@ -11,23 +11,29 @@ splits a seed list across processes (process r takes seeds r, r+W, r+2W, ...).
 `psi` is the truncation option (0 < psi <= 1; 1 = off), accepted by every entry point but
 honoured only by generators with `truncation = True` (the GAN); `decode_options` refuses
 psi != 1 for the others, and drops psi = 1 so they see exactly the options they saw before.
+
+A folder of samples carries a provenance record (PROVENANCE: the weights' hash, the model and
+every sampling setting, defaults filled in); its faces are reused only for the very same
+record (docs/evaluation.md, "Sample folders").
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from facegen.utils import FacegenError, atomic_write_json, save_png, to_uint8
+from facegen.utils import FacegenError, atomic_write_json, save_png, to_uint8, weights_hash as nets_hash
 
 EXPORT_META = "facegen.json"
-# A folder of faces sampled with truncation carries this note of its psi (see check_folder_psi).
-# A dot file: ImageFolder and `ls` of the faces skip it.
-TRUNCATION_NOTE = ".facegen-truncation.json"
+# What made the faces of a sample folder (see sample_record). A dot file: ImageFolder and `ls` skip it.
+PROVENANCE = ".facegen-samples.json"
+OLD_TRUNCATION_NOTE = ".facegen-truncation.json"  # the psi note of folders sampled before the record
 # The embedded default model ships inside the package (pyproject's package-data "default/*"):
 # `facegen sample`, `facegen serve` and `facegen demo` use it when no run is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default"
@@ -113,41 +119,132 @@ def seed_file(out_dir: Path, seed: int) -> Path:
     return Path(out_dir) / f"seed{seed:06d}.png"
 
 
-def check_folder_psi(out_dir: Path, psi: float) -> None:
-    """One folder, one psi. A rerun skips the faces that exist, so without this check a
-    truncated rerun into an untruncated folder (or the other way round) would mix the two
-    silently, and an evaluation of the folder would score neither. A folder sampled with
-    psi != 1 carries TRUNCATION_NOTE, written before its first face; faces without the note
-    were sampled at psi = 1."""
+def weights_hash(generator) -> str:
+    """sha256 of the weights of every net the generator holds (facegen.utils.weights_hash).
+    A wrapper that holds a generator (a test's, or a server's) is hashed through it."""
+    import torch
+
+    nets = []
+    for _, value in sorted(vars(generator).items()):
+        if isinstance(value, torch.nn.Module):
+            nets.append(value)
+        elif hasattr(value, "decode") and hasattr(value, "initial_noise"):
+            return weights_hash(value)
+    if not nets:
+        raise FacegenError(f"{type(generator).__name__} holds no torch nets, so its faces cannot be keyed by its weights")
+    return nets_hash(*nets)
+
+
+def sampling_settings(generator, options: dict) -> dict:
+    """Every option a face is made with, each default filled in: the model's sampler and steps
+    (info), a family's own defaults (Stable Diffusion's `defaults`) and decode's keyword
+    defaults (eta, psi), so `--steps 50` and a model whose default is 50 record alike."""
+    info = generator.info()
+    settings = {k: info[k] for k in ("sampler", "steps", "guidance_scale", "prompt") if k in info}
+    settings |= getattr(generator, "defaults", {})
+    for p in inspect.signature(generator.decode).parameters.values():
+        if p.name not in ("noise", "seeds") and p.default is not inspect.Parameter.empty and p.default is not None:
+            settings.setdefault(p.name, p.default)
+    chosen = decode_options(generator, options)
+    settings |= {k: v for k, v in chosen.items() if v is not None}
+    settings["psi"] = chosen.get("psi", 1.0)
+    return dict(sorted(settings.items()))
+
+
+def sample_record(generator, options: dict) -> dict:
+    """The provenance of a folder's faces: everything that decides the pixels of seed k's face
+    (seedNNNNNN.png). Two folders' faces are interchangeable when their records are equal."""
+    import facegen
+
+    info = generator.info()
+    record = {
+        "facegen_samples": 1,
+        "files": "seedNNNNNN.png: the face of seed N, which depends on seed N alone",
+        "facegen": getattr(facegen, "__version__", "unknown"),  # the sampling code
+        "weights_sha256": weights_hash(generator),               # dtype included: float16 weights make other pixels
+        "model": {k: info[k] for k in ("family", "resolution") if k in info},
+        "settings": sampling_settings(generator, options),
+    }
+    return json.loads(json.dumps(record, default=str))  # as read back from the file, for comparison
+
+
+def read_record(out_dir: Path) -> dict | None:
+    """A folder's provenance record, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((Path(out_dir) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def folder_conflict(out_dir: Path, record: dict) -> str | None:
+    """Why the faces in out_dir are not `record`'s faces, or None when they are (or there are none)."""
+    if not any(Path(out_dir).glob("seed*.png")):
+        return None
+    have = read_record(out_dir)
+    if have is None:
+        return "no record of the model and settings that made them (sampled by an older facegen, or copied in)"
+    if have == record:
+        return None
+    old, new = _flat(have), _flat(record)
+    changed = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    return "; ".join(f"{k.removesuffix('_sha256')} {_show(old.get(k))}, not {_show(new.get(k))}" for k in changed)
+
+
+def _flat(record: dict) -> dict:
+    """A record as one level of names (those of "model" and "settings" never clash with the rest)."""
+    out = {}
+    for key, value in record.items():
+        out |= value if isinstance(value, dict) else {key: value}
+    return out
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12] + "..."  # a hash
+    return str(value)
+
+
+def claim_folder(out_dir: Path, record: dict, replace: bool = False) -> None:
+    """Make out_dir a folder of `record`'s faces before any is written: keep its faces when
+    they are record's, else refuse in one line, or with replace=True delete them to sample
+    again (evaluation's own folders). The old record goes first, so an interrupted clean-up
+    leaves faces without a record, which are never reused, rather than under a wrong one."""
     out_dir = Path(out_dir)
-    note = out_dir / TRUNCATION_NOTE
-    if any(out_dir.glob("seed*.png")):
-        have = float(json.loads(note.read_text())["psi"]) if note.is_file() else 1.0
-        if have != psi:
-            raise FacegenError(f"{out_dir} holds faces sampled at truncation psi {have:g}, not {psi:g}; "
-                               "sample into another folder (--out) so the two are not mixed")
-    elif psi != 1.0:
-        atomic_write_json(note, {"psi": psi})   # a new or empty folder takes this psi
-    else:
-        note.unlink(missing_ok=True)            # left by a run that stopped before its first face
+    why = folder_conflict(out_dir, record)
+    if why and not replace:
+        raise FacegenError(f"{out_dir} holds faces of another model or settings ({why}); "
+                           f"sample into another folder (--out), or delete {out_dir} to start it again")
+    if why:
+        print(f"{out_dir}: faces of another model or settings ({why}); sampling them again", file=sys.stderr)
+        (out_dir / PROVENANCE).unlink(missing_ok=True)
+        for face in out_dir.glob("seed*.png"):
+            face.unlink()
+    if read_record(out_dir) != record:
+        (out_dir / OLD_TRUNCATION_NOTE).unlink(missing_ok=True)
+        atomic_write_json(out_dir / PROVENANCE, record)
 
 
 def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Path, batch_size: int = 16,
-                     shard: tuple[int, int] = (0, 1), show_progress: bool = True, **options: Any) -> dict:
+                     shard: tuple[int, int] = (0, 1), show_progress: bool = True, replace: bool = False, **options: Any) -> dict:
     """Write seedNNNNNN.png for each seed (this shard's share), skipping files that exist.
 
-    Returns {"written": n, "skipped": n, "seconds": s, "images_per_second": r}. Files are
-    written atomically, so a killed job leaves no half image and a rerun finishes the rest.
+    Faces already there are reused only when the folder's provenance record is this
+    generator's and options' (see claim_folder); otherwise the folder is refused, or with
+    replace=True sampled again. Returns {"written": n, "skipped": n, "seconds": s,
+    "images_per_second": r}. Files are written atomically, so a killed job leaves no half
+    image and a rerun finishes the rest.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from facegen.progress import progress
 
     generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
-    psi = decode_options(generator, options).get("psi", 1.0)  # a bad psi is refused before the folder is touched
+    record = sample_record(generator, options)  # a bad psi is refused before the folder is touched
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_folder_psi(out_dir, psi)
+    claim_folder(out_dir, record, replace)
     mine = shard_seeds(list(seeds), shard)
     todo = [s for s in mine if not seed_file(out_dir, s).exists()]
     start = time.perf_counter()

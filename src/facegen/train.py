@@ -7,8 +7,9 @@ It builds a family's nets, optimizers and loss (`Family.build`), then for each s
 family's phases (one for diffusion, "D" then "G" for a GAN), with gradient accumulation,
 clipping, lr warm-up, EMA, mixed precision and accelerate's device handling (DDP, or FSDP2,
 whose shards it gathers for checkpoints, grids and the export). It writes
-checkpoints (checkpoint.py), metrics, loss.png and sample grids (run_log.py), and exports
-RUN/model/ with the EMA weights at the end. It knows nothing family-specific.
+checkpoints (checkpoint.py), metrics, loss.png and sample grids (run_log.py), optionally KID
+(and FID) of the EMA weights every `eval_every` steps (eval.png), and exports RUN/model/ with
+the EMA weights at the end. It knows nothing family-specific.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ from facegen.data.store import FaceStore
 from facegen.distributed import accelerator, full_state
 from facegen.families import get_family
 from facegen.families.base import Diverged
-from facegen.run_log import MetricsLog, plot_losses, save_samples
+from facegen.run_log import MetricsLog, plot_eval, plot_losses, save_samples
 from facegen.utils import FacegenError, atomic_dir, parse_seeds
+
+# The training-time evaluation samples seeds EVAL_FIRST_SEED + 0..eval_samples-1: fixed, and
+# apart from the grids' sample_seeds and from the 0..N-1 that `facegen eval` samples.
+EVAL_FIRST_SEED = 1_000_000
 
 
 def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrides: list[str] | None = None,
@@ -43,7 +48,11 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
     out = Path(out)
     overrides = [*(overrides or []), *([f"steps={steps}"] if steps else [])]
     # A resumed run continues from its own saved config; overrides (e.g. steps) apply on top.
-    cfg = load_config(read_run_config(out) if resume else preset_or_yaml, overrides)
+    saved = read_run_config(out) if resume else None
+    if resume:
+        check_same_run(out, saved, preset_or_yaml, data)
+    cfg = load_config(saved if resume else preset_or_yaml, overrides)
+    cfg["preset"] = cfg["preset"] or preset_id(preset_or_yaml)
     store = FaceStore(data)
     cfg["resolution"] = cfg["resolution"] or store.resolution
     cfg["name"] = cfg["name"] or out.name
@@ -51,6 +60,8 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
     if cfg["resolution"] != store.resolution:
         raise FacegenError(f"{store.path} holds {store.resolution}px faces but the config asks for {cfg['resolution']}px; "
                            f"prepare a store with --size {cfg['resolution']} or set resolution={store.resolution}")
+    if cfg["eval_every"]:
+        check_eval_reference(store, cfg["eval_every"])
     if dry_run:
         return cfg
     if resume and latest_checkpoint(out / "checkpoints") is None:
@@ -62,6 +73,49 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
     except torch.cuda.OutOfMemoryError:
         raise FacegenError(out_of_memory_advice(cfg)) from None
     return cfg
+
+
+def preset_id(preset_or_yaml) -> str:
+    """What a run records as its preset: the packaged name, or the YAML file's absolute path."""
+    if isinstance(preset_or_yaml, dict):
+        return "config"
+    path = Path(preset_or_yaml)
+    return str(path.resolve()) if path.suffix in (".yaml", ".yml") else str(preset_or_yaml)
+
+
+def check_same_run(out: Path, saved: dict, preset_or_yaml, data) -> None:
+    """--resume continues a run as it was trained: refuse another preset or another face store,
+    naming both (the saved config would be used anyway, so a mismatch is a mistake)."""
+    given = preset_id(preset_or_yaml)
+    if saved.get("preset") is not None and saved["preset"] != given:
+        raise FacegenError(f"{out} was trained with preset {saved['preset']}, not {given}; "
+                           f"resume it with `facegen train {saved['preset']} ... --resume`, or train {given} into another --out")
+    if saved.get("preset") is None and load_config(preset_or_yaml)["family"] != saved.get("family"):  # a run from before presets were recorded
+        raise FacegenError(f"{out} was trained as family {saved.get('family')!r}, but {given} is family "
+                           f"{load_config(preset_or_yaml)['family']!r}; resume it with the preset it was trained with")
+    recorded = saved.get("data")
+    if recorded and not same_store(recorded, data):
+        raise FacegenError(f"{out} was trained on the face store {recorded}, not {data}; resume it with --data {recorded}, "
+                           "or train on the other store into another --out")
+
+
+def same_store(a, b) -> bool:
+    """The same path, or two copies of one store (same content hash)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return FaceStore(a).content_hash == FaceStore(b).content_hash
+    except FacegenError:
+        return False
+
+
+def check_eval_reference(store: FaceStore, every: int) -> None:
+    """eval_every scores samples against the store's held-out faces: refuse a store without them
+    before anything trains."""
+    held_out = len(store.split("holdout")) if "holdout" in store.splits else 0
+    if held_out < 2:
+        raise FacegenError(f"eval_every={every} compares samples with the store's held-out faces, but {store.path} has {held_out}; "
+                           f"prepare the store with --holdout N (e.g. --holdout 1000) or set eval_every=0")
 
 
 def out_of_memory_advice(cfg: dict) -> str:
@@ -130,6 +184,10 @@ class Loop:
             acc.init_trackers("tensorboard")
         self.batches = self.data_iterator(store)
         self.loss_sums: dict[str, torch.Tensor] = {}
+        # The evaluation's reference features, before the first step and on every process
+        # (store_features splits the work under a launcher); computed once per store, then cached.
+        self.eval_reference = self.reference_features(store) if cfg["eval_every"] else None
+        self.evaluated_at = self.step  # a resumed run's log already holds the rows up to its checkpoint
         self.stop_requested, self.time_up, self.deadline = False, False, None
 
     # ---- data -------------------------------------------------------------------------
@@ -139,12 +197,15 @@ class Loop:
         from torch.utils.data import DataLoader
 
         from facegen.data.loader import FaceDataset
-        from facegen.data.stream import FaceStream, FlippedFaces, StreamBatches
+        from facegen.data.stream import FaceStream, FlippedFaces, StreamBatches, shard_block
 
         # flips come from the stream; a family may train on something derived from the faces (cached latents)
         dataset = getattr(self.built, "dataset", None) or FlippedFaces(FaceDataset(store, "train", hflip=False))
-        stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"])
         acc = self.accelerator
+        # A sharded store: every micro-step takes a block from each shard, so each process reads only its shards.
+        shards = store.shard_sizes("train") if len(dataset) == len(store) else [len(dataset)]
+        stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"], shards,
+                            shard_block(self.micro_batch * acc.num_processes, shards))
         sampler = StreamBatches(stream, self.micro_batch, self.position, acc.process_index, acc.num_processes)
         workers = self.cfg["num_workers"]
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
@@ -228,6 +289,9 @@ class Loop:
                     if self.step % cfg["sample_every"] == 0 or self.step == total:
                         self.sample_grid()
                         tick_time = time.perf_counter()  # img/s counts training only
+                    if cfg["eval_every"] and (self.step % cfg["eval_every"] == 0 or self.step == total):
+                        self.evaluate(bar.console.print)
+                        tick_time = time.perf_counter()
                     if self.step % cfg["checkpoint_every"] == 0 or self.step == total:
                         self.save()
                         tick_time = time.perf_counter()
@@ -239,6 +303,8 @@ class Loop:
                 if self.step > tick_step:
                     self.log((self.step - tick_step) * cfg["batch_size"] / max(time.perf_counter() - tick_time, 1e-9))
                 self.sample_grid()
+                if cfg["eval_every"] and self.evaluated_at != self.step:  # the exported weights get their row too
+                    self.evaluate()
                 self.save()
                 if self.is_main:
                     print(f"time limit of {cfg['time_limit']:g} min reached at step {self.step}/{total}; "
@@ -346,22 +412,75 @@ class Loop:
                     for net in nets.values():
                         net.cpu()
 
+    @contextlib.contextmanager
+    def ema_generator(self):
+        """A Generator on the EMA weights for the main process (None on the others), for grids and
+        evaluations. Every process must enter it (see ema_built)."""
+        from facegen.sample import load_generator
+
+        with self.ema_built() as built, tempfile.TemporaryDirectory() as tmp:
+            if not self.is_main:
+                yield None
+            elif hasattr(self.family, "generator"):  # in-memory; otherwise through an export
+                yield self.family.generator(built, self.cfg)
+            else:
+                self.family.export(built, self.cfg, Path(tmp))
+                yield load_generator(tmp, device=str(self.accelerator.device))
+
     def sample_grid(self) -> None:
-        from facegen.sample import generate, load_generator
+        from facegen.sample import generate
 
         self.check_finite()
-        with self.ema_built() as built:
+        with self.ema_generator() as generator:
             if self.is_main:
                 seeds = parse_seeds(self.cfg["sample_seeds"])
-                with tempfile.TemporaryDirectory() as tmp:
-                    if hasattr(self.family, "generator"):  # in-memory; otherwise through an export
-                        generator = self.family.generator(built, self.cfg)
-                    else:
-                        self.family.export(built, self.cfg, Path(tmp))
-                        generator = load_generator(tmp, device=str(self.accelerator.device))
-                    images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
+                images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
                 save_samples(self.out / "samples", self.step, images)
                 plot_losses(self.metrics.rows(), self.out / "loss.png")
+        self.accelerator.wait_for_everyone()
+
+    def reference_features(self, store: FaceStore) -> np.ndarray:
+        """Inception features of min(eval_samples, holdout) held-out faces, evenly spaced over the
+        holdout (all of it: the cache entry `facegen eval` uses too)."""
+        from facegen.metrics.inception import store_features
+
+        held_out = len(store.split("holdout"))
+        count = min(self.cfg["eval_samples"], held_out)
+        return store_features(store, "holdout", count, progress=self.is_main, spread=count < held_out)
+
+    def evaluate(self, say=print) -> None:
+        """KID of the EMA weights on the fixed seeds against the held-out faces (and FID when both
+        sets hold FID_MIN_SAMPLES): one metrics.jsonl row and eval.png. Like the grids, only the main
+        process samples, and the training RNG is left as it was; every process must call it."""
+        from facegen.distributed import cpu_threads
+        from facegen.evaluate import FID_MIN_SAMPLES
+        from facegen.metrics.fid import fid_from_features
+        from facegen.metrics.inception import extract_features
+        from facegen.metrics.kid import kernel_distance
+        from facegen.sample import generate
+
+        self.check_finite()
+        start, n, ref = time.perf_counter(), self.cfg["eval_samples"], self.eval_reference
+        with self.ema_generator() as generator:
+            if self.is_main:
+                # a training micro-batch always fits: sampling holds no gradients
+                images = generate(generator, range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + n), batch_size=self.micro_batch,
+                                  **self.cfg["sample_options"])
+        if self.is_main:
+            features = extract_features(images, threads=self.cfg["threads"] or cpu_threads(), device=str(self.accelerator.device),
+                                        progress=False)
+            kid, kid_std = kernel_distance(features, ref)  # its own seeded subsets: no training RNG
+            row = {"step": self.step, "kid": kid, "kid_std": kid_std}
+            if min(n, len(ref)) >= FID_MIN_SAMPLES:  # below, the 2048-d covariance is singular (evaluate refuses it too)
+                row["fid"] = fid_from_features(features, ref)
+            row |= {"eval_samples": n, "eval_reference": len(ref), "eval_seconds": time.perf_counter() - start}
+            self.metrics.append(row)
+            plot_eval(self.metrics.rows(), self.out / "eval.png")
+            self.accelerator.log({f"eval/{k}": row[k] for k in ("kid", "fid") if k in row}, step=self.step)
+            fid = f"  FID {row['fid']:.2f}" if "fid" in row else ""
+            say(f"step {self.step}/{self.cfg['steps']}  KID {kid:.4f} ± {kid_std:.4f}{fid}  "
+                f"({n} samples vs {len(ref)} held-out faces, {row['eval_seconds']:.0f} s)")
+        self.evaluated_at = self.step
         self.accelerator.wait_for_everyone()
 
     def check_finite(self) -> None:

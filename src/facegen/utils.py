@@ -92,21 +92,47 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     try:
         yield tmp
-        if final.exists():
-            if not overwrite:
-                raise FacegenError(f"{final} already exists; pass --overwrite to replace it")
-            # Move the old one aside first so the swap is two renames, not a slow delete.
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: Path, final: Path, overwrite: bool = False) -> None:
+    """Rename the finished folder `new` to `final`, replacing an existing `final` if `overwrite`."""
+    old = final.with_name(f".{final.name}.old")  # may be left by a swap killed between its renames
+    if final.exists():
+        if not overwrite:
+            raise FacegenError(f"{final} already exists; pass --overwrite to replace it")
+        # Move the old one aside first so the swap is two renames, not a slow delete.
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Weights: what keys every artefact made by a net (sample folders, latent caches, ETags).
+
+
+def weights_hash(*nets) -> str:
+    """sha256 of every tensor of the state dicts of `nets` (names, dtypes, shapes and bytes).
+
+    Hashing the tensors in memory, rather than files, covers live training nets and fused
+    LoRA alike, and a net loaded in another dtype (float16 on a GPU) hashes differently, as
+    its pixels differ. About a second per GB of weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for net in nets:
+        for name, tensor in net.state_dict().items():
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------

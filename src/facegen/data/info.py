@@ -53,7 +53,8 @@ def _print_summary(store: FaceStore, sheet: Path) -> None:
     rows = [
         ("source", f"{source.get('location', '?')} ({source.get('kind', '?')}, {source.get('files', '?')} files)"),
         ("faces", f"{m['size']}x{m['size']}, crop {m.get('crop', '?')}" + _options(m.get("crop_options"))),
-        ("splits", ", ".join(f"{name} {n:,}" for name, n in m["splits"].items())),
+        ("splits", ", ".join(f"{name} {n:,}" for name, n in m["splits"].items())
+         + (f" in {store.num_shards} shards" if store.num_shards > 1 else "")),
         ("holdout", f"{m.get('holdout', 0)} faces chosen with seed {m.get('seed', 0)}"),
         ("skipped", _skip_summary(m.get("skipped", []))),
         ("resize", m.get("resize", "?")),

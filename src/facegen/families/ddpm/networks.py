@@ -32,8 +32,12 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-def make_scheduler(model: dict) -> DDPMScheduler:
-    """The training scheduler; samplers are built from its config (STYLE G4)."""
+def make_scheduler(model: dict, clip_sample: bool = True) -> DDPMScheduler:
+    """The training scheduler; samplers are built from its config (STYLE G4).
+
+    clip_sample clamps each step's predicted x_0 to [-1, 1]: right for pixels, wrong for
+    latents scaled to unit variance (a third of their entries lie outside), so the latent
+    family passes False."""
     if model["beta_schedule"] not in BETA_SCHEDULES:
         raise FacegenError(f"model.beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {model['beta_schedule']!r}")
     if model["prediction_type"] not in PREDICTION_TYPES:
@@ -44,6 +48,7 @@ def make_scheduler(model: dict) -> DDPMScheduler:
         beta_start=model["beta_start"],
         beta_end=model["beta_end"],
         prediction_type=model["prediction_type"],
+        clip_sample=clip_sample,
     )
 
 

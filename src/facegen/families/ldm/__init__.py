@@ -18,11 +18,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, LDMPipeline, UNet2DModel
 
 from facegen.families.base import Built, Phase
 from facegen.families.ddpm.loss import DenoisingLoss
-from facegen.families.ddpm.networks import make_scheduler
 from facegen.families.ddpm.sampler import SCHEDULERS
-from facegen.families.ldm.cache import LatentCache
 from facegen.families.ldm.loss import LatentDiffusionLoss
-from facegen.families.ldm.networks import MODEL_DEFAULTS, autoencoder_dir, load_autoencoder, make_latent_unet
+from facegen.families.ldm.networks import MODEL_DEFAULTS, autoencoder_dir, load_autoencoder, make_latent_scheduler, make_latent_unet
 from facegen.families.ldm.sampler import LatentGenerator
 from facegen.nets.unet import plain_copy
 from facegen.utils import FacegenError, atomic_write_json
@@ -39,19 +37,22 @@ class LatentDiffusionFamily:
         vae = load_autoencoder(model["autoencoder"], resolution)
         unet = make_latent_unet(model, vae, resolution)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
-        cache = _latent_cache(vae, model, cfg) if model["cache_latents"] else None
-        loss = LatentDiffusionLoss(DenoisingLoss(make_scheduler(model), snr_gamma=model["snr_gamma"]), vae, cache)
-        return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], optimizer)], loss=loss, ema=["unet"], frozen={"vae": vae})
+        dataset = _cached_latents(vae, model, cfg) if model["cache_latents"] else None
+        loss = LatentDiffusionLoss(DenoisingLoss(make_latent_scheduler(model), snr_gamma=model["snr_gamma"]), vae,
+                                   inputs="moments" if dataset is not None else "images")
+        return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], optimizer)], loss=loss, ema=["unet"], frozen={"vae": vae},
+                     dataset=dataset)
 
     def generator(self, built: Built, cfg: dict) -> LatentGenerator:
         """A generator on the live training nets (the loop swaps the EMA weights in first)."""
         model = cfg["model"]
-        return LatentGenerator(built.nets["unet"], make_scheduler(model).config, built.frozen["vae"],
+        return LatentGenerator(built.nets["unet"], make_latent_scheduler(model).config, built.frozen["vae"],
                                cfg.get("name", "ldm"), model["sampler"], model["sample_steps"])
 
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
         unet = plain_copy(built.nets["unet"])  # weight standardisation baked in: plain diffusers loads it
-        scheduler = DDIMScheduler.from_config(make_scheduler(cfg["model"]).config)  # LDMPipeline's default sampler
+        # LDMPipeline's default sampler, as facegen samples: trailing steps, latents never clamped
+        scheduler = DDIMScheduler.from_config(make_latent_scheduler(cfg["model"]).config, **SCHEDULERS["ddim"][1])
         LDMPipeline(vqvae=built.frozen["vae"], unet=unet, scheduler=scheduler).save_pretrained(out_dir)
         atomic_write_json(Path(out_dir) / "facegen.json", {
             "family": self.name,
@@ -72,14 +73,15 @@ class LatentDiffusionFamily:
         return LatentGenerator(unet, scheduler.config, vae, meta.get("name", model_dir.name), meta["sampler"], meta["steps"])
 
 
-def _latent_cache(vae, model: dict, cfg: dict) -> LatentCache:
+def _cached_latents(vae, model: dict, cfg: dict):
+    """The store's latents beside the autoencoder (RUN_AE/latents/), keyed by store, VAE weights and flips."""
     from facegen.data.store import FaceStore
+    from facegen.families.latents import latent_cache
 
     if not cfg.get("data"):
         raise FacegenError("model.cache_latents needs the store path in the config (data: STORE); or set model.cache_latents=false")
-    store = FaceStore(cfg["data"])
-    folder = autoencoder_dir(model["autoencoder"]).parent / "latents" / store.content_hash[:16]
-    return LatentCache.build(vae, store.split("train"), folder)
+    folder = autoencoder_dir(model["autoencoder"]).parent / "latents"
+    return latent_cache(FaceStore(cfg["data"]), vae, cfg["hflip"], folder)
 
 
 FAMILY = LatentDiffusionFamily()

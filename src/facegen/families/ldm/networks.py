@@ -13,7 +13,7 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL
 
-from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS, make_denoiser
+from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS, make_denoiser, make_scheduler
 from facegen.utils import FacegenError
 
 MODEL_DEFAULTS: dict = {
@@ -47,6 +47,12 @@ def load_autoencoder(path, resolution: int) -> AutoencoderKL:
         raise FacegenError(f"{folder}: the autoencoder was trained at {info['resolution']}px but the data is {resolution}px; "
                            "use a store of the same size")
     return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+
+
+def make_latent_scheduler(model: dict):
+    """The pixel family's noise schedule without clip_sample: scaled latents have unit
+    variance, so clamping the predicted z_0 to [-1, 1] would cut about a third of them."""
+    return make_scheduler(model, clip_sample=False)
 
 
 def make_latent_unet(model: dict, vae: AutoencoderKL, resolution: int):

@@ -157,7 +157,7 @@ def frozen_dtype(cfg: dict) -> torch.dtype:
 
 def _cached_latents(cfg: dict, vae):
     from facegen.data.store import FaceStore
-    from facegen.families.sd.latents import latent_cache
+    from facegen.families.latents import latent_cache
 
     if not cfg.get("data"):
         raise FacegenError("model.cache_latents needs the face store: train with `facegen train ... --data STORE`")

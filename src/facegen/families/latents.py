@@ -1,11 +1,14 @@
-"""The face store encoded once by the frozen VAE, so training skips the VAE encoder.
+"""The face store encoded once by a frozen VAE, so training skips the VAE encoder (ldm and sd).
 
 The cache holds each training face's posterior moments (mean and log-variance, float16),
-for both orientations when flips are on: (N, flips, 2 * latent_channels, H/8, W/8). The loss
-still samples a latent from them at every step, as it does from a live encoding. The file
-lives in facegen's cache folder ($FACEGEN_CACHE, else ~/.cache/facegen), named by a hash of
-the store's content, the VAE and the flips, and is written under a temporary name and
-renamed when complete: an interrupted encoding leaves nothing behind.
+for both orientations when flips are on: (N, flips, 2 * latent_channels, h, w). A family
+trains on it as its Built.dataset, addressed like data.stream.FlippedFaces by (index, flip);
+the loss still samples a latent from the moments at every step, as from a live encoding.
+The file, latents-<key>.npy, is named by a hash of the store's content, the VAE's weights
+and the flips, so a retrained VAE never reuses another's latents. It lives in facegen's
+cache folder ($FACEGEN_CACHE, else ~/.cache/facegen) or in a folder the family chooses
+(ldm: RUN_AE/latents/), and is written under a temporary name and renamed when complete:
+an interrupted encoding leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facegen.data.store import FaceStore
+from facegen.utils import weights_hash
 
 
 class CachedLatents(Dataset):
@@ -44,28 +48,21 @@ class CachedLatents(Dataset):
         return {**self.__dict__, "_moments": None}  # never ship an open memory map to a worker
 
 
-def latent_cache(store: FaceStore, vae: torch.nn.Module, hflip: bool, batch_size: int = 16) -> CachedLatents:
-    """The cache for (store, VAE, flips), encoding the store on a miss (GPU if there is one)."""
+def latent_cache(store: FaceStore, vae: torch.nn.Module, hflip: bool, folder: Path | None = None,
+                 batch_size: int = 16) -> CachedLatents:
+    """The cache for (store, VAE weights, flips) in `folder` (None: facegen's cache folder),
+    encoding the store on a miss (GPU if there is one)."""
     from accelerate import PartialState
 
     from facegen.metrics.cache import cache_dir
 
     key = {"store": store.content_hash, "vae": weights_hash(vae), "flips": bool(hflip)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    path = cache_dir() / f"sd-latents-{digest}.npy"
+    path = Path(folder or cache_dir()) / f"latents-{digest}.npy"
     with PartialState().main_process_first():  # one process encodes; the others then read its file
         if not path.is_file():
             encode_store(store, vae, path, 2 if hflip else 1, batch_size)
     return CachedLatents(path)
-
-
-def weights_hash(net: torch.nn.Module) -> str:
-    """sha256 of every weight (about a second for SD's VAE): another VAE never reuses a cache."""
-    h = hashlib.sha256()
-    for name, tensor in net.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 @torch.no_grad()

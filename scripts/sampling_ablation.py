@@ -1,0 +1,91 @@
+"""Sampler settings, measured on fixed weights: KID (and FID at equal counts) of one diffusion
+run sampled under several settings, on the same seeds, against the same held-out faces.
+
+    # DDIM step spacing (docs/training.md): diffusers' default "leading" against "trailing"
+    python scripts/sampling_ablation.py runs/tiny32 --ref stores/celeba32 --n 1000 \
+        --out docs/results/ddim-spacing.json \
+        spacing=leading,steps=10 spacing=trailing,steps=10 spacing=leading,steps=25 \
+        spacing=trailing,steps=25 spacing=leading,steps=50 spacing=trailing,steps=50
+
+    # Latent clamping (docs/latent-diffusion.md): clip_sample on (the old ldm) against off
+    python scripts/sampling_ablation.py runs/ldm64 --ref stores/utk64 --n 1000 \
+        --out docs/results/ldm-clip.json clip=1,spacing=leading clip=1 clip=0
+
+A setting is comma-separated key=value: steps (default: the model's), spacing (DDIM
+timestep_spacing, default facegen's "trailing"), clip (clip_sample 1/0, default the model's).
+Only the setting differs between rows: weights, x_T and the evaluation are shared; clip_sample
+acts in the sampler's step() only, never in training, so one trained run serves every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from diffusers import DDIMScheduler
+
+from facegen import sample
+from facegen.data.store import FaceStore
+from facegen.families.ddpm import sampler as ddpm_sampler
+from facegen.metrics.fid import fid_from_features
+from facegen.metrics.inception import extract_features, store_features
+from facegen.metrics.kid import kernel_distance
+
+
+def parse_setting(text: str) -> dict:
+    setting = dict(part.split("=", 1) for part in text.split(","))
+    unknown = set(setting) - {"steps", "spacing", "clip"}
+    if unknown:
+        raise SystemExit(f"unknown setting key(s) {', '.join(sorted(unknown))} in {text!r}; use steps, spacing, clip")
+    return setting
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a diffusion run (or its model/ folder)")
+    parser.add_argument("settings", nargs="+", help="e.g. spacing=leading,steps=25 or clip=0")
+    parser.add_argument("--ref", required=True, help="the store whose holdout is the reference")
+    parser.add_argument("--n", type=int, default=1000, help="samples per setting and holdout faces")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    generator = sample.load_generator(args.run, "cpu")
+    model_config = dict(generator.scheduler_config)
+    store = FaceStore(args.ref)
+    reference = store_features(store, "holdout", args.n, spread=True)
+    seeds = list(range(args.n))
+    rows = []
+    for text in args.settings:
+        setting = parse_setting(text)
+        ddpm_sampler.SCHEDULERS["ddim"] = (DDIMScheduler, {"timestep_spacing": setting.get("spacing", "trailing")})
+        clip = bool(int(setting["clip"])) if "clip" in setting else model_config.get("clip_sample", True)
+        generator.scheduler_config = {**model_config, "clip_sample": clip}
+        steps = int(setting.get("steps", generator.default_steps))
+        started = time.perf_counter()
+        images = sample.generate(generator, seeds, batch_size=50, sampler="ddim", steps=steps)
+        features = extract_features(images, progress=False)
+        kid, kid_std = kernel_distance(features, reference)
+        row = {"setting": text, "steps": steps, "spacing": setting.get("spacing", "trailing"), "clip_sample": clip,
+               "kid": kid, "kid_std": kid_std, "fid": fid_from_features(features, reference),
+               "seconds": round(time.perf_counter() - started, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    model = sample.model_dir(args.run)
+    info = json.loads((model / "facegen.json").read_text())
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "run": Path(args.run).as_posix(), "model": info.get("name"), "family": info.get("family"),
+        "store": store.content_hash, "n_generated": args.n, "n_reference": len(reference),
+        "reference": "holdout, evenly spaced rows", "seeds": f"0-{args.n - 1}", "sampler": "ddim", "eta": 0.0,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
