@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -231,8 +232,11 @@ def test_sampling_on_two_processes_writes_the_same_images(ddpm_runs, tmp_path):
     assert printed.count("7 written") == 1  # counts gathered, printed once
     names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
     assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png")) and len(names) == 7
+    # The same faces; batches of another size may move a pixel by one grey level (documented in
+    # docs/training.md, "Sampling"), which is all this allows.
     for name in names:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        one, two = (np.asarray(Image.open(tmp_path / run / name), dtype=int) for run in ("one", "two"))
+        assert np.abs(one - two).max() <= 1 and np.mean(one != two) < 0.01, name
 
 
 def test_eval_on_two_processes_gathers_the_same_features(celeba_store32, tiny_gan_model, tmp_path, monkeypatch):
