@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# tests/test_fid_protocol.py checks our resize against clean-fid's own function, which needs
+# only torch, numpy and PIL: --no-deps keeps out the torchvision clean-fid lists, whose PyPI
+# build need not match the pinned CPU torch (then `import transformers` fails on torchvision::nms).
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"  # torch pinned again: clean-fid's torchvision would otherwise pull a newer (CUDA) torch
+	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/pip install -q --no-deps "clean-fid==0.1.35"
 	touch $@
 
 install: $(VENV)/.installed
