@@ -32,6 +32,7 @@ from facegen.config import load_config
 from facegen.families.ae.networks import make_autoencoder
 from facegen.families.ddpm.loss import DenoisingLoss
 from facegen.families.ddpm.networks import make_denoiser, make_scheduler
+from facegen.families.ldm import LatentDiffusionOptions
 from facegen.families.ldm.loss import LatentDiffusionLoss
 from facegen.families.ldm.networks import make_latent_unet
 
@@ -67,12 +68,12 @@ def bench(name: str, steps: int) -> dict:
     factor = ae["downsample"]
     levels = [resolution // 2**i for i in range(len(ldm["block_out_channels"]))]
     pixel_model = {**ldm, "attention_resolutions": [size for size in levels if size <= 32]}  # ADM's pixel setting
-    scheduler = make_scheduler(ldm)
+    scheduler = make_scheduler(LatentDiffusionOptions(**ldm))
     latent_loss = LatentDiffusionLoss(DenoisingLoss(scheduler), vae)
     contestants = {
-        "pixel": Contestant(make_denoiser(pixel_model, resolution), DenoisingLoss(scheduler), lambda x: x),
-        "latent_cached": Contestant(make_latent_unet(ldm, vae, resolution), DenoisingLoss(scheduler), None),
-        "latent_encode": Contestant(make_latent_unet(ldm, vae, resolution), latent_loss, lambda x: x),  # the loss encodes
+        "pixel": Contestant(make_denoiser(LatentDiffusionOptions(**pixel_model), resolution), DenoisingLoss(scheduler), lambda x: x),
+        "latent_cached": Contestant(make_latent_unet(LatentDiffusionOptions(**ldm), vae, resolution), DenoisingLoss(scheduler), None),
+        "latent_encode": Contestant(make_latent_unet(LatentDiffusionOptions(**ldm), vae, resolution), latent_loss, lambda x: x),  # the loss encodes
     }
     images = torch.rand(batch, 3, resolution, resolution) * 2 - 1
     cached = latent_loss.encode(images)  # what the latent cache hands the loss

@@ -10,6 +10,7 @@ import torch
 
 from facegen import sample
 from facegen.families import Built, get_family
+from facegen.families.ddpm import DiffusionOptions
 from facegen.families.ddpm.networks import make_scheduler
 from facegen.families.ddpm.sampler import make_sampler
 
@@ -32,6 +33,7 @@ def tiny_ldm_run(tmp_path_factory):
     """Latent diffusion on a random 16x16 autoencoder, exported by the ldm family."""
     from diffusers import AutoencoderKL
 
+    from facegen.families.ldm import LatentDiffusionOptions
     from facegen.families.ldm.networks import make_latent_unet
 
     family = get_family("ldm")
@@ -39,7 +41,7 @@ def tiny_ldm_run(tmp_path_factory):
                         latent_channels=3, norm_num_groups=4, sample_size=16, layers_per_block=1)
     model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
              "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddim", "sample_steps": 2}
-    built = Built(nets={"unet": make_latent_unet(model, vae, 16)}, phases=[], loss=None, frozen={"vae": vae})
+    built = Built(nets={"unet": make_latent_unet(LatentDiffusionOptions(**model), vae, 16)}, phases=[], loss=None, frozen={"vae": vae})
     run = tmp_path_factory.mktemp("runs") / "tiny-ldm"
     family.export(built, {"name": "tiny-ldm", "model": model}, run / "model")
     return run
@@ -57,9 +59,10 @@ def test_a_latent_of_2_5_survives_a_step(tiny_ldm_run, sampler):
 def test_the_training_schedule_and_the_exported_pipeline_do_not_clamp_latents(tiny_ldm_run):
     from diffusers import DDIMScheduler
 
+    from facegen.families.ldm import LatentDiffusionOptions
     from facegen.families.ldm.networks import make_latent_scheduler
 
-    assert make_latent_scheduler(get_family("ldm").model_defaults).config.clip_sample is False
+    assert make_latent_scheduler(LatentDiffusionOptions()).config.clip_sample is False
     # What plain diffusers (LDMPipeline.from_pretrained) samples with.
     exported = DDIMScheduler.from_pretrained(tiny_ldm_run / "model" / "scheduler")
     assert exported.config.timestep_spacing == "trailing"
@@ -79,13 +82,13 @@ def test_latent_models_exported_with_clamping_sample_without_it(tiny_ldm_run, tm
 
 
 def test_pixels_are_still_clamped_to_the_image_range():
-    pixel = make_scheduler(get_family("ddpm").model_defaults)
+    pixel = make_scheduler(DiffusionOptions())
     assert _last_step_x0(make_sampler("ddim", pixel.config), 2.5) == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("steps", [10, 25, 50])
 def test_few_step_ddim_starts_from_pure_noise(steps):
-    scheduler = make_sampler("ddim", make_scheduler(get_family("ddpm").model_defaults).config)
+    scheduler = make_sampler("ddim", make_scheduler(DiffusionOptions()).config)
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps.tolist()
     assert len(timesteps) == steps and timesteps[0] == 999

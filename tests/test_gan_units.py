@@ -16,7 +16,8 @@ from facegen.families.gan.augment import cutout, diff_augment, translation
 from facegen.families.gan.networks import Discriminator, Generator, upsample_factors
 import copy
 
-from facegen.families.gan.sampler import GanGenerator, standing_stats
+from facegen.families.gan.generator import GanGenerator
+from facegen.families.gan.sampler import standing_stats
 from facegen.utils import FacegenError
 
 SMALL = dict(g_channels=32, g_min_channels=8, d_channels=8, d_max_channels=32)

@@ -33,6 +33,7 @@ def tiny_ldm(tmp_path_factory):
     from diffusers import AutoencoderKL
 
     from facegen.families import Built, get_family
+    from facegen.families.ldm import LatentDiffusionOptions
     from facegen.families.ldm.networks import make_latent_unet
 
     family = get_family("ldm")
@@ -40,7 +41,7 @@ def tiny_ldm(tmp_path_factory):
                         latent_channels=3, norm_num_groups=4, sample_size=16, layers_per_block=1)
     model = {**family.model_defaults, "block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [],
              "norm_num_groups": 4, "num_train_timesteps": 100, "sampler": "ddim", "sample_steps": 2}
-    built = Built(nets={"unet": make_latent_unet(model, vae, 16)}, phases=[], loss=None, frozen={"vae": vae})
+    built = Built(nets={"unet": make_latent_unet(LatentDiffusionOptions(**model), vae, 16)}, phases=[], loss=None, frozen={"vae": vae})
     run = tmp_path_factory.mktemp("runs") / "tiny-ldm"
     family.export(built, {"name": "tiny-ldm", "model": model}, run / "model")
     return sample.load_generator(run, "cpu")

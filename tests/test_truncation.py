@@ -97,8 +97,8 @@ def test_diffusion_refuses_psi_but_runs_at_psi_1(tiny_ddpm, tmp_path):
     assert np.array_equal(sample.generate(ddpm, [0], psi=1.0), sample.generate(ddpm, [0]))
 
 
-@pytest.mark.parametrize("where", ["facegen.families.ddpm:DiffusionGenerator", "facegen.families.ldm.sampler:LatentGenerator",
-                                   "facegen.families.sd.generator:SdGenerator", "facegen.families.ae.sampler:Reconstructions"])
+@pytest.mark.parametrize("where", ["facegen.families.ddpm.generator:DiffusionGenerator", "facegen.families.ldm.generator:LatentGenerator",
+                                   "facegen.families.sd.generator:SdGenerator", "facegen.families.ae.generator:Reconstructions"])
 def test_every_other_family_refuses_psi(where):
     import importlib
 

@@ -214,7 +214,8 @@ def sample_command(
 
         facegen sample runs/gan64 --n 2500 --out faces/gan64-psi0.7 --truncation 0.7
     """
-    from facegen.distributed import is_main, sample_on_processes
+    from facegen.distributed import is_main
+    from facegen.sample import sample_on_processes
     from facegen.utils import parse_seeds
 
     if (n is None) == (seeds is None):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -182,37 +182,3 @@ def sharded_rows(compute: Callable[..., np.ndarray], items, **kwargs) -> np.ndar
         return compute(items, **kwargs)
     mine = compute(Rows(items, block(len(items), kwargs.get("batch_size", 1))), **kwargs)
     return np.concatenate(gather_objects(mine))
-
-
-def sample_on_processes(run, seeds: Sequence[int], out_dir, batch_size: int = 16, show_progress: bool = True,
-                        replace: bool = False, **options: Any) -> dict:
-    """sample.sample_to_folder with the work split across processes.
-
-    The seeds are cut into batches of `batch_size` consecutive seeds, as one process would
-    cut them, and process r takes batches r, r+W, r+2W, ...: every face is computed in the
-    same batch, at the same place, as with one process, so the files are bitwise the same
-    (a batch of another size may round differently). Every process writes its own
-    seedNNNNNN.png files; the counts are summed, and every process returns once all are written.
-    The main process checks the folder's provenance (and with `replace` clears stale faces)
-    before any process writes to it."""
-    from facegen.sample import claim_folder, folder_conflict, load_generator, sample_record, sample_to_folder
-
-    rank, world = rank_world()
-    if world == 1:
-        return sample_to_folder(run, seeds, out_dir, batch_size, show_progress=show_progress, replace=replace, **options)
-    seeds = list(seeds)
-    mine = [s for start in range(rank * batch_size, len(seeds), world * batch_size) for s in seeds[start : start + batch_size]]
-    generator = load_generator(run, device=device()) if run is None or isinstance(run, (str, os.PathLike)) else run
-    record = sample_record(generator, options)
-    if rank == 0:
-        os.makedirs(out_dir, exist_ok=True)
-        claim_folder(out_dir, record, replace)
-    elif not replace and folder_conflict(out_dir, record):
-        claim_folder(out_dir, record)  # raises the main process's one-line refusal here too: none waits at the barrier
-    wait()
-    result = sample_to_folder(generator, mine, out_dir, batch_size, show_progress=show_progress and rank == 0, **options)
-    everyone = gather_objects(result)
-    seconds = max(r["seconds"] for r in everyone)
-    written = sum(r["written"] for r in everyone)
-    return {"written": written, "skipped": sum(r["skipped"] for r in everyone), "seconds": seconds,
-            "images_per_second": written / seconds if written and seconds > 0 else 0.0, "processes": world}

@@ -165,8 +165,7 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
         spread = bool(n) and n < len(images)
         return Source("store", path, path.name, images[spread_rows(len(images), n)] if spread else images, store, split, spread)
     if is_run(path):
-        from facegen.distributed import sample_on_processes
-        from facegen.sample import EXPORT_META
+        from facegen.sample import EXPORT_META, sample_on_processes
 
         count = n or DEFAULT_RUN_SAMPLES
         folder = out / "samples"

@@ -189,6 +189,16 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def from_uint8(pixels, device=None, dtype=None):
+    """Faces as stored, uint8 (..., H, W, C) numpy or torch -> float torch (..., C, H, W) in
+    [-1, 1]: the one conversion into the models' range (to_uint8 is its inverse). A numpy
+    input is copied first, so a read-only memory map of a store is fine."""
+    import torch
+
+    x = torch.from_numpy(np.array(pixels)) if isinstance(pixels, np.ndarray) else pixels
+    return x.movedim(-1, -3).to(device, dtype or torch.float32).div(127.5).sub(1.0)
+
+
 def to_uint8(x) -> np.ndarray:
     """Model output in [-1, 1], torch (N, C, H, W) -> uint8 numpy (N, H, W, C)."""
     import torch

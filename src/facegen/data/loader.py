@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facegen.data.store import FaceStore
+from facegen.utils import from_uint8
 
 
 class FaceDataset(Dataset):
@@ -38,9 +39,7 @@ class FaceDataset(Dataset):
         face = self._array()[index]  # (h, w, 3) uint8, read from the memory map
         if self.hflip and torch.rand(()) < 0.5:
             face = face[:, ::-1]
-        # Copy out of the read-only map (torch wants writable memory); one small face.
-        x = torch.from_numpy(np.array(face)).permute(2, 0, 1)  # (3, h, w)
-        return x.float().div_(127.5).sub_(1.0)
+        return from_uint8(face)  # (3, h, w), copied out of the read-only map
 
     def _array(self) -> np.ndarray:
         if self._pixels is None:

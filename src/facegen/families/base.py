@@ -12,9 +12,11 @@ repeats (`Phase.repeats = n_critic`) and clips its weights in `Phase.after_step`
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -83,12 +85,43 @@ class Generator(Protocol):
         """Name, family, resolution, sampler and steps defaults, device: for /info and reports."""
 
 
+class FamilyOptions:
+    """Base of every family's `model:` options, each a frozen dataclass (GanOptions,
+    DiffusionOptions, ...): one field per key, its default and a comment saying what it does.
+
+    config.load_config fills a run's `model:` section from `defaults()` (the family's
+    `model_defaults`) and refuses other keys, so RUN/config.yaml lists every option; the
+    family reads them back with `from_config(cfg)` as attributes."""
+
+    family: ClassVar[str] = "?"
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {f.name: copy.deepcopy(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_config(cls, cfg: dict):
+        section = dict(cfg.get("model") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FacegenError(f"unknown model key(s) {', '.join(unknown)} for family {cls.family!r}; known: {', '.join(sorted(known))}")
+        return cls(**section)
+
+
+def option(default) -> Any:
+    """A dataclass field whose default is a list (or other mutable value), copied per instance."""
+    return field(default_factory=lambda: copy.deepcopy(default))
+
+
 class Family(Protocol):
     """Required: name, build, export, load_generator. Optional (the loop checks with hasattr):
 
-    model_defaults: dict   the family's `model:` keys with their defaults. config.load_config
-                           fills missing keys from it and refuses keys not in it, so the
-                           resolved RUN/config.yaml shows every model option.
+    model_defaults: dict   the family's `model:` keys with their defaults (its FamilyOptions'
+                           defaults()). config.load_config fills missing keys from it and
+                           refuses keys not in it, so the resolved RUN/config.yaml shows
+                           every model option.
     generator(built, cfg)  a Generator on the live training nets (EMA weights swapped in by
                            the loop) for the sample grids during training; without it the loop
                            exports to a temporary folder and calls load_generator.

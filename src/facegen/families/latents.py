@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facegen.data.store import FaceStore
-from facegen.utils import weights_hash
+from facegen.utils import from_uint8, weights_hash
 
 
 class CachedLatents(Dataset):
@@ -82,8 +82,7 @@ def encode_store(store: FaceStore, vae: torch.nn.Module, path: Path, flips: int,
         with Progress(transient=True) as bar:
             task = bar.add_task(f"encoding {len(faces)} faces with the VAE", total=len(faces) * flips)
             for start in range(0, len(faces), batch_size):
-                x = torch.from_numpy(np.array(faces[start : start + batch_size])).permute(0, 3, 1, 2)
-                x = x.to(device, dtype).div(127.5).sub(1)                       # (b, 3, H, W) in [-1, 1]
+                x = from_uint8(faces[start : start + batch_size], device, dtype)  # (b, 3, H, W)
                 for flip in range(flips):
                     moments = vae.encode(x.flip(-1) if flip else x).latent_dist.parameters  # (b, 2C, h, w)
                     if out is None:

@@ -1,6 +1,6 @@
 """The autoencoder family: the first stage of latent diffusion (Rombach et al. 2022).
 
-Config (`model:` section, defaults in AutoencoderFamily.model_defaults): an AutoencoderKL
+Config (`model:` section, AutoencoderOptions below): an AutoencoderKL
 with downsampling factor 4 or 8 and `latent_channels`, trained with L1 + perceptual + small
 KL + a patch discriminator from `disc_start` on. Two phases in the shared loop: "main"
 (the autoencoder) then "D" (the discriminator, a no-op before `disc_start` when LPIPS is
@@ -14,50 +14,58 @@ RUN/samples/reconstructions.png shows holdout faces over their reconstructions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKL
 
 from facegen.families.ae.evaluate import latent_scale, reconstruction_metrics
+from facegen.families.ae.generator import Reconstructions
 from facegen.families.ae.loss import AutoencoderLoss
 from facegen.families.ae.networks import KLAutoencoder, PatchDiscriminator, make_autoencoder
 from facegen.families.ae.perceptual import load_lpips
-from facegen.families.ae.sampler import Reconstructions
-from facegen.families.base import Built, Phase
+from facegen.families.base import Built, FamilyOptions, Phase, option
 from facegen.utils import FacegenError, atomic_write_json, save_png
 
 INFO = "facegen.json"
 
 
+@dataclass(frozen=True)
+class AutoencoderOptions(FamilyOptions):
+    """The `model:` section of an ae run."""
+
+    family: ClassVar[str] = "ae"
+    downsample: int = 4                   # image side / latent side (4 or 8)
+    channels: list = option([128, 256, 512])  # encoder/decoder widths, one per resolution (log2(downsample) + 1)
+    latent_channels: int = 3              # 128x128 faces -> 32x32x3 latents with downsample 4
+    layers_per_block: int = 2
+    norm_groups: int = 32
+    kl_weight: float = 1.0e-6             # taming's KL weight (relative to pixel-summed L1)
+    perceptual: str = "auto"              # auto = LPIPS when loadable, else discriminator feature matching; lpips; features
+    perceptual_weight: float = 1.0
+    disc_start: int = 50001               # step at which the adversarial term (and, with LPIPS, D training) starts
+    disc_weight: float = 0.5              # multiplies the adaptive weight
+    disc_channels: int = 64
+    disc_layers: int = 3
+    scale_images: int = 512               # training images used to measure the latent std at export
+    eval_images: int = 256                # holdout images for PSNR / SSIM / rFID at export
+
+
 class AutoencoderFamily:
     name = "ae"
-    model_defaults = {
-        "downsample": 4,                  # image side / latent side (4 or 8)
-        "channels": [128, 256, 512],      # encoder/decoder widths, one per resolution (log2(downsample) + 1)
-        "latent_channels": 3,             # 128x128 faces -> 32x32x3 latents with downsample 4
-        "layers_per_block": 2,
-        "norm_groups": 32,
-        "kl_weight": 1.0e-6,              # taming's KL weight (relative to pixel-summed L1)
-        "perceptual": "auto",             # auto = LPIPS when loadable, else discriminator feature matching; lpips; features
-        "perceptual_weight": 1.0,
-        "disc_start": 50001,              # step at which the adversarial term (and, with LPIPS, D training) starts
-        "disc_weight": 0.5,               # multiplies the adaptive weight
-        "disc_channels": 64,
-        "disc_layers": 3,
-        "scale_images": 512,              # training images used to measure the latent std at export
-        "eval_images": 256,               # holdout images for PSNR / SSIM / rFID at export
-    }
+    model_defaults = AutoencoderOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:
-        m = cfg["model"]
-        vae = KLAutoencoder(make_autoencoder(resolution, m["downsample"], tuple(m["channels"]), m["latent_channels"],
-                                             m["layers_per_block"], m["norm_groups"]))
-        disc = PatchDiscriminator(m["disc_channels"], m["disc_layers"])
-        if m["perceptual"] not in ("auto", "lpips", "features"):
-            raise FacegenError(f"model.perceptual must be auto, lpips or features, got {m['perceptual']!r}")
-        lpips = None if m["perceptual"] == "features" else load_lpips(required=m["perceptual"] == "lpips")
-        loss = AutoencoderLoss(m["kl_weight"], m["perceptual_weight"], m["disc_weight"], m["disc_start"], lpips)
+        o = AutoencoderOptions.from_config(cfg)
+        vae = KLAutoencoder(make_autoencoder(resolution, o.downsample, tuple(o.channels), o.latent_channels,
+                                             o.layers_per_block, o.norm_groups))
+        disc = PatchDiscriminator(o.disc_channels, o.disc_layers)
+        if o.perceptual not in ("auto", "lpips", "features"):
+            raise FacegenError(f"model.perceptual must be auto, lpips or features, got {o.perceptual!r}")
+        lpips = None if o.perceptual == "features" else load_lpips(required=o.perceptual == "lpips")
+        loss = AutoencoderLoss(o.kl_weight, o.perceptual_weight, o.disc_weight, o.disc_start, lpips)
 
         def adam(net):
             return torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
@@ -85,12 +93,12 @@ class AutoencoderFamily:
         vae.eval()
         info = {"family": self.name, "resolution": int(vae.config.sample_size), "latent_channels": int(vae.config.latent_channels),
                 "downsample": 2 ** (len(vae.config.block_out_channels) - 1), "latent_scale": None}
-        store = _store(cfg)
+        o, store = AutoencoderOptions.from_config(cfg), _store(cfg)
         if store is not None:
-            info["latent_scale"] = latent_scale(vae, store.split("train"), cfg["model"]["scale_images"], device)
+            info["latent_scale"] = latent_scale(vae, store.split("train"), o.scale_images, device)
             vae.register_to_config(scaling_factor=info["latent_scale"])
             split = "holdout" if "holdout" in store.splits else store.splits[-1]
-            metrics, grid = reconstruction_metrics(vae, store.split(split), cfg["model"]["eval_images"], device)
+            metrics, grid = reconstruction_metrics(vae, store.split(split), o.eval_images, device)
             atomic_write_json(out_dir / "reconstruction.json", {"split": split, "store": str(store.path), **metrics})
             save_png(out_dir.parent / "samples" / "reconstructions.png", grid)
         vae.save_pretrained(out_dir)

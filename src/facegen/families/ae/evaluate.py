@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from facegen.utils import make_grid, to_uint8
+from facegen.families.ae.sampler import reconstruct
+from facegen.utils import from_uint8, make_grid, to_uint8
 
 
 def batches(pixels: np.ndarray, n: int, batch: int = 32):
     """uint8 (N, H, W, 3) -> float (b, 3, H, W) in [-1, 1], the first n images in order."""
     for i in range(0, min(n, len(pixels)), batch):
-        x = torch.from_numpy(np.array(pixels[i : min(i + batch, n)])).permute(0, 3, 1, 2)
-        yield x.float().div(127.5).sub(1.0)
+        yield from_uint8(pixels[i : min(i + batch, n)])
 
 
 @torch.no_grad()
@@ -35,12 +35,6 @@ def latent_scale(vae: AutoencoderKL, pixels: np.ndarray, n: int = 512, device="c
         total, total_sq, count = total + z.sum().item(), total_sq + z.square().sum().item(), count + z.numel()
     var = total_sq / count - (total / count) ** 2
     return float(1.0 / max(var, 1e-12) ** 0.5)
-
-
-@torch.no_grad()
-def reconstruct(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
-    """Deterministic reconstruction through the posterior mode, clamped to [-1, 1]."""
-    return vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
 
 
 @torch.no_grad()

@@ -1,39 +1,16 @@
-"""An autoencoder makes no new faces; its training grids show reconstructions instead.
+"""An autoencoder's "sampler": a face through the encoder's posterior mode and the decoder.
 
-`Reconstructions` fits the Generator contract the loop's preview grids use: seed k is
-face k of the store's holdout split (or of train, when there is no holdout), and
-`decode` returns its deterministic reconstruction (the posterior mode through the decoder).
+It makes no new faces; the family's generator (generator.py) shows these reconstructions
+in the training grids, and evaluate.py scores them on held-out faces.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
-from facegen.families.ae.evaluate import reconstruct
 
-
-class Reconstructions:
-    family = "ae"
-
-    def __init__(self, vae, faces: np.ndarray, name: str = "ae"):
-        self.vae, self.faces, self.name = vae, faces, name  # faces: uint8 (N, H, W, 3)
-        self.resolution = int(faces.shape[1])
-
-    def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
-        x = np.stack([self.faces[int(s) % len(self.faces)] for s in seeds])
-        device = next(self.vae.parameters()).device
-        return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)  # (n, 3, h, w)
-
-    def decode(self, noise: torch.Tensor, seeds: Sequence[int], **options) -> torch.Tensor:
-        was_training = self.vae.training
-        self.vae.eval()
-        try:
-            return reconstruct(self.vae, noise)
-        finally:
-            self.vae.train(was_training)
-
-    def info(self) -> dict:
-        return {"name": self.name, "family": self.family, "resolution": self.resolution, "device": str(next(self.vae.parameters()).device)}
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    """Deterministic reconstruction through the posterior mode, clamped to [-1, 1]."""
+    return vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)

@@ -13,25 +13,27 @@ plus facegen.json with everything needed to rebuild it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from facegen.families.base import Built, Phase
+from facegen.families.base import Built, FamilyOptions, Phase, option
 from facegen.families.gan.augment import diff_augment
+from facegen.families.gan.generator import GanGenerator
 from facegen.families.gan.loss import GanLoss, clip_weights
 from facegen.families.gan.networks import make_discriminator, make_generator
-from facegen.families.gan.sampler import GanGenerator, standing_stats
+from facegen.families.gan.sampler import standing_stats
 from facegen.utils import FacegenError, atomic_write_json
 
 WEIGHTS, CONFIG = "generator.safetensors", "facegen.json"   # facegen.json: read by facegen.sample.load_generator
 
 
 @dataclass(frozen=True)
-class GanOptions:
+class GanOptions(FamilyOptions):
+    family: ClassVar[str] = "gan"
     objective: str = "nonsaturating"   # "nonsaturating" (DCGAN), "wgan" or "hinge"
     g_arch: str = "dcgan"             # G architecture: "dcgan" (upsample + conv) or "resnet" (SN-GAN residual blocks)
     d_arch: str = "dcgan"             # D architecture: "dcgan" (strided convs) or "resnet" (residual blocks, no norm)
@@ -52,17 +54,8 @@ class GanOptions:
     gp_lambda: float = 0.0            # WGAN-GP gradient penalty weight; 0 = off
     r1_gamma: float = 0.0             # R1 penalty weight; 0 = off
     l2_lambda: float = 0.0            # L2 weight penalty on G and D; 0 = off
-    augment: list[str] = field(default_factory=list)  # DiffAugment policy, e.g. [color, translation, cutout]
+    augment: list[str] = option([])   # DiffAugment policy, e.g. [color, translation, cutout]
     diverge_above: float | None = None  # stop when |loss_D| exceeds this; None = no bound
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "GanOptions":
-        section = dict(cfg.get("model") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise FacegenError(f"unknown model key(s) {', '.join(unknown)} for family 'gan'; known: {', '.join(sorted(known))}")
-        return cls(**section)
 
     def generator_kwargs(self, resolution: int) -> dict:
         return dict(arch=self.g_arch, resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
@@ -71,8 +64,7 @@ class GanOptions:
 
 class GanFamily:
     name = "gan"
-    model_defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                      for f in dataclasses.fields(GanOptions)}
+    model_defaults = GanOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:
         o = GanOptions.from_config(cfg)

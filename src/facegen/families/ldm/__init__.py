@@ -11,56 +11,72 @@ samples with plain diffusers; facegen.json adds what facegen's sampler needs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, LDMPipeline, UNet2DModel
 
-from facegen.families.base import Built, Phase
+from facegen.families.base import Built, Phase, option
+from facegen.families.ddpm import DiffusionOptions
 from facegen.families.ddpm.loss import DenoisingLoss
 from facegen.families.ddpm.sampler import SCHEDULERS
+from facegen.families.ldm.generator import LatentGenerator
 from facegen.families.ldm.loss import LatentDiffusionLoss
-from facegen.families.ldm.networks import MODEL_DEFAULTS, autoencoder_dir, load_autoencoder, make_latent_scheduler, make_latent_unet
-from facegen.families.ldm.sampler import LatentGenerator
+from facegen.families.ldm.networks import autoencoder_dir, load_autoencoder, make_latent_scheduler, make_latent_unet
 from facegen.nets.unet import plain_copy
 from facegen.utils import FacegenError, atomic_write_json
 
 
+@dataclass(frozen=True)
+class LatentDiffusionOptions(DiffusionOptions):
+    """The pixel family's options (a UNet on latents, the same schedules and samplers) plus
+    the autoencoder; UNet defaults of the reference recipe."""
+
+    family: ClassVar[str] = "ldm"
+    block_out_channels: list = option([192, 384, 576])  # the reference recipe: 192 channels, x1/x2/x3
+    attention_resolutions: list = option([32, 16, 8])   # latent feature-map sizes with self-attention
+    autoencoder: str | None = None          # the autoencoder run (or its model/ folder); `facegen train --autoencoder`
+    cache_latents: bool = False             # encode the whole store once into RUN_AE/latents/ and train from it
+
+
 class LatentDiffusionFamily:
     name = "ldm"
-    model_defaults = MODEL_DEFAULTS
+    model_defaults = LatentDiffusionOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:
-        model = cfg["model"]
-        if model["sampler"] not in SCHEDULERS:
-            raise FacegenError(f"model.sampler must be one of {', '.join(SCHEDULERS)}, got {model['sampler']!r}")
-        vae = load_autoencoder(model["autoencoder"], resolution)
-        unet = make_latent_unet(model, vae, resolution)
+        o = LatentDiffusionOptions.from_config(cfg)
+        if o.sampler not in SCHEDULERS:
+            raise FacegenError(f"model.sampler must be one of {', '.join(SCHEDULERS)}, got {o.sampler!r}")
+        vae = load_autoencoder(o.autoencoder, resolution)
+        unet = make_latent_unet(o, vae, resolution)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
-        dataset = _cached_latents(vae, model, cfg) if model["cache_latents"] else None
-        loss = LatentDiffusionLoss(DenoisingLoss(make_latent_scheduler(model), snr_gamma=model["snr_gamma"]), vae,
+        dataset = _cached_latents(vae, o, cfg) if o.cache_latents else None
+        loss = LatentDiffusionLoss(DenoisingLoss(make_latent_scheduler(o), snr_gamma=o.snr_gamma), vae,
                                    inputs="moments" if dataset is not None else "images")
         return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], optimizer)], loss=loss, ema=["unet"], frozen={"vae": vae},
                      dataset=dataset)
 
     def generator(self, built: Built, cfg: dict) -> LatentGenerator:
         """A generator on the live training nets (the loop swaps the EMA weights in first)."""
-        model = cfg["model"]
-        return LatentGenerator(built.nets["unet"], make_latent_scheduler(model).config, built.frozen["vae"],
-                               cfg.get("name", "ldm"), model["sampler"], model["sample_steps"])
+        o = LatentDiffusionOptions.from_config(cfg)
+        return LatentGenerator(built.nets["unet"], make_latent_scheduler(o).config, built.frozen["vae"],
+                               cfg.get("name", "ldm"), o.sampler, o.sample_steps)
 
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
+        o = LatentDiffusionOptions.from_config(cfg)
         unet = plain_copy(built.nets["unet"])  # weight standardisation baked in: plain diffusers loads it
         # LDMPipeline's default sampler, as facegen samples: trailing steps, latents never clamped
-        scheduler = DDIMScheduler.from_config(make_latent_scheduler(cfg["model"]).config, **SCHEDULERS["ddim"][1])
+        scheduler = DDIMScheduler.from_config(make_latent_scheduler(o).config, **SCHEDULERS["ddim"][1])
         LDMPipeline(vqvae=built.frozen["vae"], unet=unet, scheduler=scheduler).save_pretrained(out_dir)
         atomic_write_json(Path(out_dir) / "facegen.json", {
             "family": self.name,
             "name": cfg.get("name", Path(out_dir).parent.name),
             "resolution": int(built.frozen["vae"].config.sample_size),
             "latent_scale": float(built.frozen["vae"].config.scaling_factor),
-            "sampler": cfg["model"]["sampler"],
-            "steps": cfg["model"]["sample_steps"],
+            "sampler": o.sampler,
+            "steps": o.sample_steps,
             "config": cfg,
         })
 
@@ -73,14 +89,14 @@ class LatentDiffusionFamily:
         return LatentGenerator(unet, scheduler.config, vae, meta.get("name", model_dir.name), meta["sampler"], meta["steps"])
 
 
-def _cached_latents(vae, model: dict, cfg: dict):
+def _cached_latents(vae, o: LatentDiffusionOptions, cfg: dict):
     """The store's latents beside the autoencoder (RUN_AE/latents/), keyed by store, VAE weights and flips."""
     from facegen.data.store import FaceStore
     from facegen.families.latents import latent_cache
 
     if not cfg.get("data"):
         raise FacegenError("model.cache_latents needs the store path in the config (data: STORE); or set model.cache_latents=false")
-    folder = autoencoder_dir(model["autoencoder"]).parent / "latents"
+    folder = autoencoder_dir(o.autoencoder).parent / "latents"
     return latent_cache(FaceStore(cfg["data"]), vae, cfg["hflip"], folder)
 
 

@@ -13,17 +13,8 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL
 
-from facegen.families.ddpm.networks import MODEL_DEFAULTS as PIXEL_DEFAULTS, make_denoiser, make_scheduler
+from facegen.families.ddpm.networks import make_denoiser, make_scheduler
 from facegen.utils import FacegenError
-
-MODEL_DEFAULTS: dict = {
-    **PIXEL_DEFAULTS,
-    "block_out_channels": [192, 384, 576],  # the reference recipe: 192 channels, x1/x2/x3
-    "attention_resolutions": [32, 16, 8],   # latent feature-map sizes with self-attention
-    "autoencoder": None,                    # the autoencoder run (or its model/ folder); `facegen train --autoencoder`
-    "cache_latents": False,                 # encode the whole store once into RUN_AE/latents/ and train from it
-}
-
 
 def autoencoder_dir(path) -> Path:
     """RUN_AE or RUN_AE/model -> the folder holding the exported VAE."""
@@ -49,12 +40,12 @@ def load_autoencoder(path, resolution: int) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
 
 
-def make_latent_scheduler(model: dict):
+def make_latent_scheduler(o):
     """The pixel family's noise schedule without clip_sample: scaled latents have unit
     variance, so clamping the predicted z_0 to [-1, 1] would cut about a third of them."""
-    return make_scheduler(model, clip_sample=False)
+    return make_scheduler(o, clip_sample=False)
 
 
-def make_latent_unet(model: dict, vae: AutoencoderKL, resolution: int):
+def make_latent_unet(o, vae: AutoencoderKL, resolution: int):
     factor = 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's downsampling
-    return make_denoiser(model, resolution // factor, in_channels=int(vae.config.latent_channels))
+    return make_denoiser(o, resolution // factor, in_channels=int(vae.config.latent_channels))

@@ -1,33 +1,15 @@
-"""Sampling latent diffusion: the pixel family's denoising loop in latent space, then the VAE decoder.
-
-x_T is drawn per seed in latent space (so morphs between seeds slerp latents); the
-denoised latent z_0 is divided by the latent scale and decoded to pixels.
-"""
+"""Sampling latent diffusion: the pixel family's samplers (facegen.families.ddpm.sampler) on
+scaled latents, never clamped (clip_sample off, see networks.make_latent_scheduler), then
+the frozen autoencoder's decoder."""
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
+from diffusers import AutoencoderKL
 
-from facegen.families.ddpm import DiffusionGenerator
 
-
-class LatentGenerator(DiffusionGenerator):
-    """Seeded faces from a latent UNet, its scheduler config and the frozen VAE (see base.Generator).
-
-    x_T has the UNet's shape (c, h/f, w/f): DiffusionGenerator.initial_noise draws it."""
-
-    family = "ldm"
-
-    def __init__(self, unet, scheduler_config, vae, name: str = "ldm", sampler: str = "ddim", steps: int = 50):
-        # Never clamp latents, also for models exported before clip_sample was switched off.
-        super().__init__(unet, {**scheduler_config, "clip_sample": False}, name, sampler, steps)
-        self.vae = vae
-        self.resolution = int(vae.config.sample_size)  # the image side, what users and pages see
-
-    @torch.no_grad()
-    def decode(self, noise: torch.Tensor, seeds: Sequence[int], sampler: str | None = None, steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
-        z_0 = self.denoise(noise, seeds, sampler, steps, eta)  # latents: never clamped
-        x_0 = self.vae.decode(z_0 / self.vae.config.scaling_factor).sample  # (n, 3, h, w)
-        return x_0.clamp(-1, 1)
+@torch.no_grad()
+def to_pixels(vae: AutoencoderKL, z_0: torch.Tensor) -> torch.Tensor:
+    """Denoised scaled latents (n, c, h/f, w/f) -> faces (n, 3, h, w) in [-1, 1]: z_0 is
+    divided by the latent scale the UNet was trained with (the VAE's scaling_factor)."""
+    return vae.decode(z_0 / vae.config.scaling_factor).sample.clamp(-1, 1)

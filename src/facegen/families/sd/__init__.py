@@ -5,84 +5,90 @@ its VAE and CLIP text encoder frozen (Built.frozen).
 
 The export (RUN/model/) is a StableDiffusionPipeline folder that plain diffusers loads, or,
 with LoRA, only the adapter weights (`pipeline.load_lora_weights(RUN/model)`) plus the base
-model's location in facegen.json. Options are the `model:` section (MODEL_DEFAULTS).
+model's location in facegen.json. Options are the `model:` section (SdOptions).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from facegen.families.base import Built, Phase
+from facegen.families.base import Built, FamilyOptions, Phase
 from facegen.families.sd.networks import SD14, add_lora, encode_prompts, load_parts, lora_layers, vae_scale
 from facegen.families.sd.sampler import SAMPLERS
 from facegen.utils import FacegenError, atomic_write_json
 
 META = "facegen.json"
 
-MODEL_DEFAULTS: dict = {
-    "pretrained": SD14,               # StableDiffusionPipeline folder or hub id (train --pretrained)
-    "prompt": "A high-resolution photo of a face",  # the one training prompt (train --prompt)
-    "negative_prompt": "",            # what guidance steers away from when sampling
-    "prompt_dropout": 0.0,            # probability of training a sample on "" (keeps guidance working)
-    "lora_rank": 0,                   # 0 = train every UNet weight; r > 0 = rank-r LoRA on attention projections
-    "lora_alpha": None,               # LoRA scale is alpha / rank; None = rank (scale 1)
-    "gradient_checkpointing": True,   # recompute UNet activations in backward: much less memory, ~25% slower
-    "optimizer": "auto",              # adamw | adamw8bit (bitsandbytes) | auto = adamw8bit on GPU when importable
-    "cache_latents": False,           # encode the store once with the VAE and train on the cached latents
-    "ema": False,                     # EMA copy of the UNet (one more UNet in memory), exported instead
-    "sampler": "default",             # default = the base model's own scheduler (PNDM for SD v1.4); see sampler.SAMPLERS
-    "sample_steps": 50,               # denoising steps when sampling
-    "guidance_scale": 7.5,            # classifier-free guidance weight when sampling (1 = none)
-}
+
+@dataclass(frozen=True)
+class SdOptions(FamilyOptions):
+    """The `model:` section of a Stable Diffusion fine-tuning run."""
+
+    family: ClassVar[str] = "sd"
+    pretrained: str = SD14                 # StableDiffusionPipeline folder or hub id (train --pretrained)
+    prompt: str = "A high-resolution photo of a face"  # the one training prompt (train --prompt)
+    negative_prompt: str = ""              # what guidance steers away from when sampling
+    prompt_dropout: float = 0.0            # probability of training a sample on "" (keeps guidance working)
+    lora_rank: int = 0                     # 0 = train every UNet weight; r > 0 = rank-r LoRA on attention projections
+    lora_alpha: float | None = None        # LoRA scale is alpha / rank; None = rank (scale 1)
+    gradient_checkpointing: bool = True    # recompute UNet activations in backward: much less memory, ~25% slower
+    optimizer: str = "auto"                # adamw | adamw8bit (bitsandbytes) | auto = adamw8bit on GPU when importable
+    cache_latents: bool = False            # encode the store once with the VAE and train on the cached latents
+    ema: bool = False                      # EMA copy of the UNet (one more UNet in memory), exported instead
+    sampler: str = "default"               # default = the base model's own scheduler (PNDM for SD v1.4); see sampler.SAMPLERS
+    sample_steps: int = 50                 # denoising steps when sampling
+    guidance_scale: float = 7.5            # classifier-free guidance weight when sampling (1 = none)
 
 
 class SDFamily:
     name = "sd"
-    model_defaults = MODEL_DEFAULTS
+    model_defaults = SdOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:
         from diffusers import DDPMScheduler
 
         from facegen.families.sd.loss import LatentNoiseLoss
 
-        model = cfg["model"]
-        _check_options(model)
-        parts = load_parts(model["pretrained"], frozen_dtype=frozen_dtype(cfg))
+        o = SdOptions.from_config(cfg)
+        _check_options(o)
+        parts = load_parts(o.pretrained, frozen_dtype=frozen_dtype(cfg))
         _check_resolution(resolution, parts)
         # The UNet's sample_size (in latent cells) becomes the training size: it is what the
         # exported pipeline and our generator take as their default image size.
         parts.unet.register_to_config(sample_size=resolution // vae_scale(parts.vae))
         # The prompt never changes and the text encoder is frozen: embed it (and "") once.
-        prompt_embedding, empty_embedding = encode_prompts(parts.tokenizer, parts.text_encoder, [model["prompt"], ""]).split(1)
+        prompt_embedding, empty_embedding = encode_prompts(parts.tokenizer, parts.text_encoder, [o.prompt, ""]).split(1)
         vae, text_encoder = parts.vae, parts.text_encoder
-        dataset = _cached_latents(cfg, vae) if model["cache_latents"] else None
+        dataset = _cached_latents(cfg, vae) if o.cache_latents else None
         unet = parts.unet
-        if model["lora_rank"]:
-            add_lora(unet, model["lora_rank"], model["lora_alpha"])
-        if model["gradient_checkpointing"]:
+        if o.lora_rank:
+            add_lora(unet, o.lora_rank, o.lora_alpha)
+        if o.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         trained = [p for p in unet.parameters() if p.requires_grad]
         loss = LatentNoiseLoss(vae, DDPMScheduler.from_config(parts.scheduler_config), prompt_embedding, empty_embedding,
-                               model["prompt_dropout"], inputs="moments" if dataset is not None else "images")
+                               o.prompt_dropout, inputs="moments" if dataset is not None else "images")
         return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], make_optimizer(trained, cfg))], loss=loss,
-                     ema=["unet"] if model["ema"] else [], frozen={"vae": vae, "text_encoder": text_encoder}, dataset=dataset)
+                     ema=["unet"] if o.ema else [], frozen={"vae": vae, "text_encoder": text_encoder}, dataset=dataset)
 
     def memory_advice(self, cfg: dict) -> str:
         """What to change, given these settings, when the GPU runs out of memory (train.py asks)."""
         import importlib.util
 
-        model, tips = cfg["model"], []
-        if not model["gradient_checkpointing"]:
+        o, tips = SdOptions.from_config(cfg), []
+        if not o.gradient_checkpointing:
             tips.append("model.gradient_checkpointing=true")
-        if model["optimizer"] == "adamw" or importlib.util.find_spec("bitsandbytes") is None:
+        if o.optimizer == "adamw" or importlib.util.find_spec("bitsandbytes") is None:
             tips.append("8-bit AdamW (pip install bitsandbytes; model.optimizer=auto)")
-        if model["ema"]:
+        if o.ema:
             tips.append("model.ema=false")
-        if not model["lora_rank"]:
+        if not o.lora_rank:
             tips.append("LoRA instead of full fine-tuning (model.lora_rank=16, lr=1e-4)")
         return "for Stable Diffusion also try " + ", ".join(tips) + "; see docs/stable-diffusion.md" if tips else ""
 
@@ -91,7 +97,7 @@ class SDFamily:
         from facegen.families.sd.generator import SdGenerator
         from facegen.families.sd.networks import SdParts, load_tokenizer_and_scheduler
 
-        tokenizer, scheduler_config = load_tokenizer_and_scheduler(cfg["model"]["pretrained"])
+        tokenizer, scheduler_config = load_tokenizer_and_scheduler(SdOptions.from_config(cfg).pretrained)
         parts = SdParts(built.nets["unet"], built.frozen["vae"], built.frozen["text_encoder"], tokenizer, scheduler_config)
         return SdGenerator(parts, _meta(cfg, _resolution(built)))
 
@@ -101,14 +107,14 @@ class SDFamily:
         from facegen.families.sd.networks import load_frozen, load_tokenizer_and_scheduler
         from facegen.families.sd.sampler import make_scheduler
 
-        model, unet, out_dir = cfg["model"], built.nets["unet"], Path(out_dir)
-        if model["lora_rank"]:
+        o, unet, out_dir = SdOptions.from_config(cfg), built.nets["unet"], Path(out_dir)
+        if o.lora_rank:
             StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=lora_layers(unet))
         else:
             # The frozen parts are the base model's own, untouched: copy them from there in
             # float32 rather than the bf16 copies training may have used.
-            vae, text_encoder = load_frozen(model["pretrained"])
-            tokenizer, scheduler_config = load_tokenizer_and_scheduler(model["pretrained"])
+            vae, text_encoder = load_frozen(o.pretrained)
+            tokenizer, scheduler_config = load_tokenizer_and_scheduler(o.pretrained)
             StableDiffusionPipeline(
                 vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                 scheduler=make_scheduler(scheduler_config, "default"), safety_checker=None, feature_extractor=None,
@@ -134,7 +140,7 @@ class SDFamily:
 
 def make_optimizer(params: list, cfg: dict) -> torch.optim.Optimizer:
     """AdamW, or bitsandbytes' 8-bit AdamW (optimizer state in 8 bits: ~2 bytes/param instead of 8)."""
-    choice = cfg["model"]["optimizer"]
+    choice = SdOptions.from_config(cfg).optimizer
     kwargs = dict(lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
     if choice in ("auto", "adamw8bit"):
         try:
@@ -164,15 +170,15 @@ def _cached_latents(cfg: dict, vae):
     return latent_cache(FaceStore(cfg["data"]), vae, cfg["hflip"])
 
 
-def _check_options(model: dict) -> None:
-    if model["optimizer"] not in ("auto", "adamw", "adamw8bit"):
-        raise FacegenError(f"model.optimizer must be auto, adamw or adamw8bit, got {model['optimizer']!r}")
-    if model["sampler"] not in SAMPLERS:
-        raise FacegenError(f"model.sampler must be one of {', '.join(SAMPLERS)}, got {model['sampler']!r}")
-    if not 0 <= model["prompt_dropout"] < 1:
-        raise FacegenError(f"model.prompt_dropout is a probability in [0, 1), got {model['prompt_dropout']!r}")
-    if not isinstance(model["lora_rank"], int) or model["lora_rank"] < 0:
-        raise FacegenError(f"model.lora_rank must be 0 (full fine-tuning) or a positive integer, got {model['lora_rank']!r}")
+def _check_options(o: SdOptions) -> None:
+    if o.optimizer not in ("auto", "adamw", "adamw8bit"):
+        raise FacegenError(f"model.optimizer must be auto, adamw or adamw8bit, got {o.optimizer!r}")
+    if o.sampler not in SAMPLERS:
+        raise FacegenError(f"model.sampler must be one of {', '.join(SAMPLERS)}, got {o.sampler!r}")
+    if not 0 <= o.prompt_dropout < 1:
+        raise FacegenError(f"model.prompt_dropout is a probability in [0, 1), got {o.prompt_dropout!r}")
+    if not isinstance(o.lora_rank, int) or o.lora_rank < 0:
+        raise FacegenError(f"model.lora_rank must be 0 (full fine-tuning) or a positive integer, got {o.lora_rank!r}")
 
 
 def _check_resolution(resolution: int, parts) -> None:
@@ -192,13 +198,13 @@ def _resolution(built: Built) -> int:
 
 
 def _meta(cfg: dict, resolution: int) -> dict:
-    model = cfg["model"]
-    pretrained = model["pretrained"]
+    o = SdOptions.from_config(cfg)
+    pretrained = o.pretrained
     base = str(Path(pretrained).expanduser().resolve()) if Path(pretrained).expanduser().exists() else pretrained
-    return {"family": "sd", "name": cfg.get("name", "sd"), "resolution": resolution, "prompt": model["prompt"],
-            "base": base, "lora": bool(model["lora_rank"]),
-            "sample_options": {"sampler": model["sampler"], "steps": model["sample_steps"],
-                               "guidance_scale": model["guidance_scale"], "negative_prompt": model["negative_prompt"]}}
+    return {"family": "sd", "name": cfg.get("name", "sd"), "resolution": resolution, "prompt": o.prompt,
+            "base": base, "lora": bool(o.lora_rank),
+            "sample_options": {"sampler": o.sampler, "steps": o.sample_steps,
+                               "guidance_scale": o.guidance_scale, "negative_prompt": o.negative_prompt}}
 
 
 def _load_lora(parts, model_dir: Path) -> None:
