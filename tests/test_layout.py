@@ -61,3 +61,11 @@ def test_distributed_is_plumbing_only_and_sampling_has_one_entry():
 def test_one_uint8_to_model_range_conversion():
     hits = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if re.search(r"127\.5\)?\s*\.?\s*sub|div_?\(127\.5", p.read_text())]
     assert hits == ["utils.py"]
+
+
+def test_no_absolute_path_of_the_machine_a_result_was_made_on():
+    root = SRC.parents[1]
+    files = [root / "README.md", root / "BENCHMARKS.md", *(root / "docs").rglob("*"), *SRC.rglob("*"), *(root / "bench" / "results").rglob("*")]
+    texts = [p for p in files if p.is_file() and p.suffix in (".md", ".json", ".py", ".yaml", ".txt", ".html")]
+    found = [f"{p.relative_to(root)}: {m.group(0)}" for p in texts for m in re.finditer(r"(?<![\w.])/(work|root|home|Users|tmp)/[\w./-]+", p.read_text(errors="replace"))]
+    assert not found, found[:5]
