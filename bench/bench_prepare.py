@@ -49,6 +49,7 @@ def run_one(spec: dict) -> dict:
         module = importlib.util.module_from_spec(loader)
         sys.modules["baseline_prepare"] = module  # its worker processes find their function by module name
         loader.loader.exec_module(module)
+        _give_sources_split_of()
         prepare = module.prepare
     else:
         from facegen.data.prepare import prepare
@@ -70,6 +71,25 @@ def run_one(spec: dict) -> dict:
         "load_average_before": round(load, 2),
         "content_hash": store.content_hash,
     }
+
+
+def _give_sources_split_of() -> None:
+    """The baseline's prepare.py reads CelebA's splits as `source.split_of`, a dict file name -> split;
+    sources now keep a split code per name (`source.splits`, issue 19's compact listing)."""
+    from facegen.data import sources
+
+    if hasattr(sources.Source, "split_of"):
+        return
+
+    def split_of(source):
+        if source.splits is None:
+            return None
+        if "_split_of" not in vars(source):  # built once: the baseline looks it up for every file
+            source._split_of = {name: sources.SPLITS[code] for name, code in zip(source.names, source.splits.tolist())
+                                if code != sources.UNLISTED}
+        return source._split_of
+
+    sources.Source.split_of = property(split_of)
 
 
 def measure(src: Path, work: Path, writer: str, size: int, holdout: int, workers: int, synthetic: bool) -> dict:

@@ -8,8 +8,10 @@ with the same checks, as every other source.
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
+from facegen.data.names import Names
 from facegen.data.sources import Source
 from facegen.data.transforms import Skip
 from facegen.utils import FacegenError
@@ -31,7 +33,7 @@ class HFSource(Source):
 
         self.dataset = dataset.cast_column(self.column, datasets.Image(decode=False))
         self.split = dataset.split or split or "train"
-        self.names = [f"{i:09d}" for i in range(len(dataset))]  # row numbers, sortable
+        self.names = Names.of_sorted(f"{i:09d}" for i in range(len(dataset)))  # row numbers, sortable
         if not self.names:
             raise FacegenError(f"{self.location} has no rows; pick a split that holds images")
 
@@ -39,9 +41,8 @@ class HFSource(Source):
         return {**super().describe(), "split": str(self.split)}
 
     def read(self, names):
-        rows = [int(n) for n in names]
-        for start in range(0, len(rows), BATCH_ROWS):
-            chunk = rows[start : start + BATCH_ROWS]
+        names = iter(names)
+        while chunk := [int(n) for n in islice(names, BATCH_ROWS)]:
             for row, image in zip(chunk, self.dataset.select(chunk)[self.column]):
                 yield f"{row:09d}", _image_bytes(image)
 

@@ -12,12 +12,13 @@ files are appended and fsynced: a journal line is never on disk before its faces
 kill (SIGKILL, power loss) the journal's whole lines say which files are done; faces past
 them are cut off and those files are decoded again. Holdout and seed are not part of the job:
 they only choose rows when the store is written, so changing them reuses the decoded faces.
+
+Memory: the names stay on disk (data/names.py); per file this holds its face count, first row
+and pixel hash (32 bytes), and the journal is read back a line at a time.
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from facegen.data.names import Names
 from facegen.data.store import partial_dir
 from facegen.utils import FacegenError, atomic_write_json
 
@@ -36,10 +38,10 @@ CHECKPOINT_S = 2.0  # journal written (and fsynced) at most this often: a kill l
 class Partial:
     """Decoded files of one prepare, by rank in the sorted list `names`."""
 
-    def __init__(self, out: Path, job: dict, names: list[str], face_shape: tuple[int, ...]):
+    def __init__(self, out: Path, job: dict, names: Names, face_shape: tuple[int, ...]):
         self.out, self.dir, self.names, self.face_shape = out, partial_dir(out), names, face_shape
         self.face_bytes = int(np.prod(face_shape))
-        self.job = {**job, "files": len(names), "names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+        self.job = {**job, "files": len(names), "names_sha256": names.sha256()}  # sha256 of the names joined by newlines
         self.faces_file, self.journal_file = self.dir / "faces.u8", self.dir / "files.jsonl"
         self.store_dir = self.dir / "store"
         n = len(names)
@@ -85,25 +87,32 @@ class Partial:
         atomic_write_json(self.dir / "job.json", self.job)
 
     def _recover(self) -> bool:
-        """Read the journal's whole lines; cut faces.u8 and the journal to them. False: unusable."""
+        """Read the journal's whole lines (one at a time); cut faces.u8 and the journal to them. False: unusable."""
+        whole = 0  # bytes of whole lines
         try:
-            text = self.journal_file.read_bytes() if self.journal_file.exists() else b""
-            whole = text[: text.rfind(b"\n") + 1]  # a line torn by a kill is dropped
-            for line in whole.decode().splitlines():
-                self._record(**json.loads(line))
+            if self.journal_file.exists():
+                with open(self.journal_file, "rb") as journal:
+                    for line in journal:
+                        if not line.endswith(b"\n"):  # a line torn by a kill is dropped
+                            break
+                        self._record(**json.loads(line))
+                        whole += len(line)
         except (ValueError, TypeError, KeyError):
             return False
         size = self.faces_file.stat().st_size if self.faces_file.exists() else 0
         if size < self.rows * self.face_bytes:  # the journal claims faces that never reached the disk
             return False
-        for file, length in ((self.journal_file, len(whole)), (self.faces_file, self.rows * self.face_bytes)):
+        for file, length in ((self.journal_file, whole), (self.faces_file, self.rows * self.face_bytes)):
             if file.exists():
                 os.truncate(file, length)
         return True
 
     def _record(self, file: str, faces: int = 0, hash: str | None = None, reason: str | None = None) -> None:
-        rank = bisect.bisect_left(self.names, file)
-        if rank == len(self.names) or self.names[rank] != file or self.count[rank] >= 0:
+        try:
+            rank = self.names.index(file)
+        except ValueError:
+            raise KeyError(file) from None
+        if self.count[rank] >= 0:
             raise KeyError(file)
         self.count[rank], self.first[rank] = faces, self.rows
         if reason is None:
@@ -114,8 +123,10 @@ class Partial:
 
     # ---- adding decoded files ----------------------------------------------------------------
 
-    def todo(self) -> list[str]:
-        return [name for name, c in zip(self.names, self.count) if c < 0]
+    def todo(self) -> Names:
+        """The names not decoded yet (all of them when nothing was)."""
+        left = self.count < 0
+        return self.names if left.all() else self.names.subset(left)
 
     def take_faces(self, spilled: Path) -> None:
         """Append the faces a decoding worker wrote to `spilled` (then add() each of its files)."""

@@ -7,8 +7,10 @@ file is decoded: skip the bad ones with a reason, drop exact duplicates, keep K 
 as the holdout (by seed) -> copy the faces in name order into the store's .npy files
 (store.write_rows, optionally in shards) -> rename the finished store into place.
 
-Memory does not grow with the faces: the chunks in flight, one copy buffer, and a few
-hundred bytes per file (its name, face count, pixel hash; BENCHMARKS.md: about 290).
+Memory does not grow with the faces: the chunks in flight, one copy buffer, and some 30 to
+45 bytes per file: its face count, first row and pixel hash (data/partial.py), the sort that
+finds duplicates, 8 bytes per face for the rows to copy. The names stay on disk
+(data/names.py), the journal is read a line at a time, the workers get chunks of files.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from itertools import compress
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -32,6 +35,7 @@ from facegen.utils import FacegenError, replace_dir
 CROPS = ("celeba", "center", "align")
 CHUNK_FILES = 64  # files per worker task: large enough to hide the inter-process overhead
 CHUNKS_IN_FLIGHT = 4  # per worker: keeps workers busy while bounding memory
+PLAN_FILES = 1 << 14  # files handled at a time when planning the store: its temporary arrays stay small
 INSTALLING = "installing"  # in the work folder: its store is (being) renamed into place
 
 
@@ -73,7 +77,7 @@ def prepare(
     for one in srcs:
         _check_out(one, out, overwrite)
     source = open_sources(srcs)
-    names, skipped = _candidates(source, limit)
+    names, splits, skipped = _candidates(source, limit)
     considered = len(names) + len(skipped)
 
     import facegen
@@ -102,7 +106,7 @@ def prepare(
             finally:
                 partial.stop_decoding()
         try:
-            rows, skipped = _plan(partial, source.split_of, skipped, holdout, seed, source.location)
+            rows, skipped = _plan(partial, splits, skipped, holdout, seed, source.location)
         except FacegenError as e:
             raise FacegenError(f"{e} (the decoded faces stay in {partial.dir} for the next run)") from None
         manifest = {
@@ -192,13 +196,20 @@ def _remove_installed_work(out: Path) -> None:
             pass
 
 
-def _candidates(source, limit: int | None) -> tuple[list[str], list[dict]]:
-    """The files to decode, and the ones skipped before decoding (not in CelebA's partition)."""
-    names, skipped = source.names, []
-    if source.split_of is not None:
-        skipped = [{"file": n, "reason": "not listed in list_eval_partition"} for n in names if n not in source.split_of]
-        names = [n for n in names if n in source.split_of]
-    return names[:limit], skipped
+def _candidates(source, limit: int | None):
+    """The files to decode (Names), their split codes (CelebA layout; else None), and the files
+    skipped before decoding (not in CelebA's partition)."""
+    from facegen.data.sources import UNLISTED
+
+    names, splits, skipped = source.names, source.splits, []
+    if splits is not None:
+        listed = splits != UNLISTED
+        if not listed.all():
+            skipped = [{"file": n, "reason": "not listed in list_eval_partition"} for n in compress(names, ~listed)]
+            names, splits = names.subset(listed), splits[listed]
+    if limit is not None:
+        names, splits = names[:limit], None if splits is None else splits[:limit]
+    return names, splits, skipped
 
 
 # ---- decoding in worker processes ------------------------------------------------------
@@ -297,31 +308,38 @@ def crop_faces(image: np.ndarray, crop: str, size: int, allow_upscale: bool = Fa
 # ---- planning the store -------------------------------------------------------------------
 
 
-def _plan(partial, split_of: dict | None, skipped: list[dict], holdout: int, seed: int, location: str):
+def _plan(partial, splits: np.ndarray | None, skipped: list[dict], holdout: int, seed: int, location: str):
     """Rows of the work file for each split, in name order; skips and exact duplicates listed with
     their reason. The same choices as ever: first file (by name) of equal pixels kept, splits
-    train/val/test, then `holdout` train faces moved to "holdout" by `seed`, order kept."""
+    train/val/test, then `holdout` train faces moved to "holdout" by `seed`, order kept.
+
+    Memory: one sort order (8 bytes a file) besides the partial's arrays, then the rows (8 bytes
+    a face); the other temporary arrays are PLAN_FILES files at a time. The pixel hashes are
+    dropped from `partial` once duplicates are found."""
+    from facegen.data.sources import SPLITS
+
     names, count, first = partial.names, partial.count, partial.first
-    skipped = skipped + [{"file": names[i], "reason": reason} for i, reason in partial.reasons.items()]
-    has_faces = np.ones(len(names), dtype=bool)
-    has_faces[list(partial.reasons)] = False
-    usable = np.flatnonzero(has_faces)
-    _, first_of_hash, which = np.unique(partial.digest[usable], return_index=True, return_inverse=True)
-    original = usable[first_of_hash[which]]  # for each usable file, the first (by name) with its pixels
-    for i, o in zip(usable[original != usable], original[original != usable]):
-        skipped.append({"file": names[i], "reason": f"exact duplicate of {names[o]}"})
-    kept = usable[original == usable]
+    kept = np.ones(len(names), dtype=bool)  # has faces, and is no duplicate
+    kept[list(partial.reasons)] = False
+    duplicates = _duplicates(partial.digest, kept)  # (file, the first file with its pixels), by rank
+    partial.digest = None  # not needed any more: 20 bytes a file
+    for i, _ in duplicates:
+        kept[i] = False
+    mentioned = sorted({*partial.reasons, *(i for pair in duplicates for i in pair)})
+    named = {i: names[i] for i in mentioned}  # in rank order: each block of names is read once
+    skipped = skipped + [{"file": named[i], "reason": reason} for i, reason in partial.reasons.items()]
+    skipped += [{"file": named[i], "reason": f"exact duplicate of {named[o]}"} for i, o in duplicates]
     skipped.sort(key=lambda s: s["file"])
-    if not len(kept):
+    if not kept.any():
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
         raise FacegenError(f"no usable face in the source ({len(skipped)} files skipped, e.g. {reasons})")
-    split = np.array([split_of[names[i]] for i in kept]) if split_of else np.full(len(kept), "train")
     rows = {}
-    for name in ("train", "val", "test"):
-        files = kept[split == name]
-        if len(files):
-            n = count[files]  # faces of each file, consecutive in the work file from first[file]
-            rows[name] = np.repeat(first[files] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+    for code, name in enumerate(SPLITS):  # "train" first; the others only with the CelebA layout
+        files = kept if splits is None else kept & (splits == code)
+        if files.any():
+            rows[name] = _rows(files, count, first)
+        if splits is None:
+            break
     if holdout == 0:
         return rows, skipped
     train = rows.pop("train", np.zeros(0, np.int64))
@@ -330,6 +348,44 @@ def _plan(partial, split_of: dict | None, skipped: list[dict], holdout: int, see
     picked = np.zeros(len(train), dtype=bool)
     picked[np.random.default_rng(seed).choice(len(train), holdout, replace=False)] = True
     return {"train": train[~picked], "holdout": train[picked], **rows}, skipped
+
+
+def _duplicates(digest: np.ndarray, usable: np.ndarray) -> list[tuple[int, int]]:
+    """(i, o) for each usable file i whose digest an earlier usable file o (the first by rank)
+    has: what np.unique(digest[usable], return_index=True) finds, with one sort order (a stable
+    sort keeps equal digests in rank order) instead of np.unique's several copies."""
+    order = np.argsort(digest, kind="stable")
+    pairs: list[tuple[int, int]] = []
+    last, last_first = None, -1  # digest of the run the previous piece ended in, and its first file
+    for start in range(0, len(order), PLAN_FILES):
+        files = order[start:start + PLAN_FILES]
+        files = files[usable[files]]
+        if not len(files):
+            continue
+        d = digest[files]
+        starts = np.empty(len(files), dtype=bool)
+        starts[0] = last is None or d[0] != last
+        starts[1:] = d[1:] != d[:-1]
+        at = np.maximum.accumulate(np.where(starts, np.arange(len(files)), -1))  # where each file's run starts here
+        firsts = np.where(at >= 0, files[np.maximum(at, 0)], last_first)
+        pairs += zip(files[~starts].tolist(), firsts[~starts].tolist())
+        last, last_first = d[-1], int(firsts[-1])
+    pairs.sort()
+    return pairs
+
+
+def _rows(files: np.ndarray, count: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Rows of the work file of the faces of `files` (a bool per file), in name order: each
+    file's faces are consecutive there from first[file]."""
+    rows = np.empty(int(np.sum(count, where=files, dtype=np.int64)), dtype=np.int64)
+    filled = 0
+    for start in range(0, len(files), PLAN_FILES):
+        picked = start + np.flatnonzero(files[start:start + PLAN_FILES])
+        n = count[picked].astype(np.int64)
+        total = int(n.sum())
+        rows[filled:filled + total] = np.repeat(first[picked] - (np.cumsum(n) - n), n) + np.arange(total)
+        filled += total
+    return rows
 
 
 # ---- terminal output -------------------------------------------------------------------

@@ -4,6 +4,8 @@ CelebA layout inside either, or a Hugging Face dataset `hf:NAME[:SPLIT]`.
 A source lists its files by name (sorted, so `--limit N` means the same N files everywhere)
 and reads their raw bytes; decoding happens later in worker processes. A file that cannot
 even be read yields a Skip instead of bytes, so one bad file never stops the others.
+The names are kept on disk (data/names.py), so a source of millions of files costs the main
+process (and the workers it forks) about a byte a file, not a list of strings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
+from facegen.data.names import Names
 from facegen.data.transforms import Skip
 from facegen.utils import FacegenError
 
@@ -22,6 +27,9 @@ Payload = bytes | Skip  # raw file bytes, or why they could not be read
 # CelebA's list_eval_partition: 0 train, 1 val, 2 test (Liu et al., ICCV 2015).
 CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}
 CELEBA_IMAGES = "img_align_celeba/"
+SPLITS = ("train", "val", "test")  # Source.splits holds the index of a file's split in this
+UNLISTED = 255  # Source.splits of an image missing from list_eval_partition
+LOOKUP_NAMES = 1 << 14  # image names matched to the partition list at a time
 
 
 class Source:
@@ -29,11 +37,12 @@ class Source:
 
     kind: str
     location: str
-    names: list[str]  # every candidate file, sorted
-    split_of: dict[str, str] | None = None  # file name -> store split (CelebA layout only)
+    names: Names  # every candidate file, sorted
+    splits: np.ndarray | None = None  # uint8 per name: its store split, SPLITS[code] (UNLISTED: none); CelebA layout only
 
-    def read(self, names: list[str]) -> Iterator[tuple[str, Payload]]:
-        """(name, bytes) for each of `names`, in whatever order is cheapest for the source."""
+    def read(self, names: Names) -> Iterator[tuple[str, Payload]]:
+        """(name, bytes) for each of `names` (sorted, a subset of self.names), in whatever order is
+        cheapest for the source."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -76,16 +85,48 @@ def _visible(name: str) -> bool:
     return not any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
 
 
+def _walk(root: Path) -> Iterator[str]:
+    """The visible files under `root` as relative posix names, one at a time (no list of a
+    folder's entries is built: a flat folder of a million photos costs nothing here), in no
+    particular order. The files os.walk(root) lists: a link to a folder is not followed, an
+    unreadable folder is passed over."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = os.scandir(os.path.join(root, rel) if rel else root)
+        except OSError:
+            continue
+        with entries:
+            while True:
+                try:
+                    entry = next(entries)
+                except (StopIteration, OSError):  # OSError: as os.walk, a folder that fails mid-listing ends there
+                    break
+                if not _visible(entry.name):
+                    continue
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if not is_dir:
+                    yield name
+                    continue
+                try:
+                    is_link = entry.is_symlink()
+                except OSError:
+                    is_link = False
+                if not is_link:
+                    stack.append(name)
+
+
 class FolderSource(Source):
     kind = "folder"
 
     def __init__(self, root: Path):
         self.root, self.location = root, str(root.resolve())
-        names = []
-        for folder, dirs, files in os.walk(root):
-            rel = Path(folder).relative_to(root)
-            names += [(rel / f).as_posix() for f in files]
-        self.names = sorted(n for n in names if _visible(n))
+        self.names = Names.sorted(_walk(root))
 
     def read(self, names):
         for name in names:
@@ -104,7 +145,7 @@ class ZipSource(Source):
             self.zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
             raise FacegenError(f"{path}: unreadable zip archive ({e}); check the download") from None
-        self.names = sorted(i.filename for i in self.zip.infolist() if not i.is_dir() and _visible(i.filename))
+        self.names = Names.sorted(i.filename for i in self.zip.infolist() if not i.is_dir() and _visible(i.filename))
 
     def read(self, names):
         for name in names:
@@ -124,13 +165,12 @@ class TarSource(Source):
             self.members = {m.name: m for m in self.tar.getmembers() if m.isfile() and _visible(m.name)}
         except (tarfile.TarError, OSError, EOFError) as e:
             raise FacegenError(f"{path}: unreadable tar archive ({e}); check the download") from None
-        self.names = sorted(self.members)
+        self.names = Names.sorted(self.members)
 
     def read(self, names):
         # Archive order, not name order: a .tar.gz can only be read forwards cheaply.
-        wanted = set(names)
         for member in self.members.values():
-            if member.name in wanted:
+            if member.name in names:
                 try:
                     yield member.name, self.tar.extractfile(member).read()
                 except (tarfile.TarError, OSError, EOFError) as e:
@@ -141,24 +181,81 @@ def apply_celeba_layout(source: Source) -> None:
     """img_align_celeba/ + list_eval_partition.txt (or .csv): keep its train/val/test split.
 
     Only the images under img_align_celeba/ are candidates then (not the attribute files).
-    Images missing from the partition list are kept out of the split map; prepare skips
-    them with a reason.
+    Images missing from the partition list get source.splits UNLISTED; prepare skips them
+    with a reason.
     """
-    lists = [n for n in source.names if Path(n).name in ("list_eval_partition.txt", "list_eval_partition.csv")]
-    images = [n for n in source.names if f"/{CELEBA_IMAGES}" in f"/{n}"]
-    if not lists or not images:
+    lists, is_image = [], np.zeros(len(source.names), dtype=bool)
+    for rank, n in enumerate(source.names):
+        if _basename(n) in ("list_eval_partition.txt", "list_eval_partition.csv"):
+            lists.append(n)
+        is_image[rank] = f"/{CELEBA_IMAGES}" in f"/{n}"
+    if not lists or not is_image.any():
         return
-    (_, payload), = source.read(lists[:1])
+    (_, payload), = source.read(Names.of_sorted(lists[:1]))
     if isinstance(payload, Skip):
         raise FacegenError(f"{source.location}: cannot read {lists[0]} ({payload.reason})")
-    split_by_file = {}
-    for line in payload.decode("utf-8", "replace").splitlines():
-        parts = line.replace(",", " ").split()
-        if len(parts) == 2 and parts[1] in CELEBA_SPLITS:  # also skips the csv header
-            split_by_file[parts[0]] = CELEBA_SPLITS[parts[1]]
+    keys, codes = _partition(payload)
+    del payload
+    images = source.names.subset(is_image)
+    del is_image
     source.kind = f"celeba-{source.kind}"
     source.names = images
-    source.split_of = {n: split_by_file[Path(n).name] for n in images if Path(n).name in split_by_file}
+    source.splits = np.full(len(images), UNLISTED, dtype=np.uint8)
+    for start in range(0, len(images), LOOKUP_NAMES):
+        names = [_basename(n).encode("utf-8", "surrogatepass") for n in images.between(start, start + LOOKUP_NAMES)]
+        source.splits[start:start + len(names)] = _lookup(keys, codes, names)
+
+
+def _basename(name: str) -> str:
+    """Path(name).name, without making a Path (a million of them take seconds)."""
+    base = name.rpartition("/")[2]
+    return base if base not in ("", ".") else Path(name).name
+
+
+def _line_blocks(text: bytes, size: int = 1 << 18) -> Iterator[bytes]:
+    """`text` in pieces of about `size` bytes cut after a newline: their splitlines() are the
+    lines of the whole, without holding them all at once."""
+    start = 0
+    while start < len(text):
+        cut = text.find(b"\n", start + size)
+        stop = len(text) if cut < 0 else cut + 1
+        yield text[start:stop]
+        start = stop
+
+
+def _partition(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """list_eval_partition as sorted file names (a numpy bytes array, one per name) and their
+    split codes; of a name listed twice, the last line counts (as a dict filled line by line)."""
+    keys, codes = [], []
+    for block in _line_blocks(payload):
+        block_keys, block_codes = [], bytearray()
+        for line in block.decode("utf-8", "replace").splitlines():
+            parts = line.replace(",", " ").split()
+            if len(parts) == 2 and parts[1] in CELEBA_SPLITS:  # also skips the csv header
+                block_keys.append(parts[0].encode("utf-8", "surrogatepass"))
+                block_codes.append(SPLITS.index(CELEBA_SPLITS[parts[1]]))
+        if block_keys:
+            keys.append(np.array(block_keys))
+            codes.append(np.frombuffer(bytes(block_codes), dtype=np.uint8))
+    if not keys:
+        return np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.uint8)
+    keys, codes = np.concatenate(keys), np.concatenate(codes)
+    order = np.argsort(keys, kind="stable")  # a name's lines stay in file order: its last comes last
+    keys, codes = keys[order], codes[order]
+    del order
+    last = np.append(keys[1:] != keys[:-1], True)
+    return keys[last], codes[last]
+
+
+def _lookup(keys: np.ndarray, codes: np.ndarray, names: list[bytes]) -> np.ndarray:
+    """The split code of each of `names` in the sorted `keys`, UNLISTED where absent."""
+    if not names or not len(keys):
+        return np.full(len(names), UNLISTED, dtype=np.uint8)
+    fits = np.array([len(n) <= keys.dtype.itemsize for n in names])  # a longer name would be cut to fit the array
+    wanted = np.array([n if ok else b"" for n, ok in zip(names, fits)], dtype=keys.dtype)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = fits & (keys[at] == wanted)
+    return np.where(found, codes[at], UNLISTED).astype(np.uint8)
 
 
 class MultiSource(Source):
@@ -169,23 +266,27 @@ class MultiSource(Source):
     kind = "multi"
 
     def __init__(self, sources: list[Source]):
-        if any(s.split_of is not None for s in sources):
+        if any(s.splits is not None for s in sources):
             raise FacegenError("a CelebA layout (img_align_celeba + list_eval_partition) cannot be merged with other sources; "
                                "prepare it alone")
         labels = [Path(s.location).name or s.kind for s in sources]
         labels = [f"{i}-{label}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
         self.parts = dict(zip(labels, sources))
         self.location = " + ".join(s.location for s in sources)
-        self.names = sorted(f"{label}/{n}" for label, s in self.parts.items() for n in s.names)
+        # "label/name" sorts by label first (a label holds no "/"): each source's sorted names
+        # in a row, the sources in the order of "label/"
+        self.names = Names.of_sorted(f"{label}/{n}" for label in self._labels_in_order() for n in self.parts[label].names)
+
+    def _labels_in_order(self) -> list[str]:
+        return sorted(self.parts, key=lambda label: f"{label}/")
 
     def read(self, names):
-        wanted: dict[str, list[str]] = {}
-        for name in names:
-            label, _, inner = name.partition("/")
-            wanted.setdefault(label, []).append(inner)
-        for label, inner_names in wanted.items():
-            for inner, payload in self.parts[label].read(inner_names):
-                yield f"{label}/{inner}", payload
+        for label in self._labels_in_order():  # a source's names are consecutive among the sorted names
+            lo, hi = names.bisect_left(f"{label}/"), names.bisect_left(f"{label}0")  # "0" follows "/"
+            if lo < hi:
+                inner = Names.of_sorted(n[len(label) + 1:] for n in names.between(lo, hi))
+                for name, payload in self.parts[label].read(inner):
+                    yield f"{label}/{name}", payload
 
     def describe(self) -> dict:
         return {"kind": self.kind, "location": self.location, "files": len(self.names),
