@@ -60,6 +60,9 @@ def main() -> None:
         f"Family `{cfg['family']}`, {cfg['resolution']}x{cfg['resolution']} faces, trained for {last['step']:,} steps "
         f"({last['kimg']:.0f}k images seen) at batch {cfg['batch_size']}.", "",
         "## Evaluation (facegen eval)", "",
+        "Source of every number in this section, the face check and the memorization audit:",
+        "`src/facegen/default/eval/metrics.json` (the packaged evaluation; its `command` field is the",
+        "command below).", "",
         f"Reference: split `{metrics['reference']['split']}` of the store ({metrics['reference']['count']:,} held-out faces "
         f"never seen in training, content hash {metrics['reference']['content_hash'][:12]}).", "",
         f"Command: `{metrics['command']}`", "",

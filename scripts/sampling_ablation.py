@@ -9,7 +9,7 @@ run sampled under several settings, on the same seeds, against the same held-out
 
     # Latent clamping (docs/latent-diffusion.md): clip_sample on (the old ldm) against off
     python scripts/sampling_ablation.py runs/ldm64 --ref stores/utk64 --n 1000 \
-        --out docs/results/ldm-clip.json clip=1,spacing=leading clip=1 clip=0
+        --out docs/results/ldm-clip.json --grids docs/images/ldm-clip clip=1,spacing=leading clip=1 clip=0
 
 A setting is comma-separated key=value: steps (default: the model's), spacing (DDIM
 timestep_spacing, default facegen's "trailing"), clip (clip_sample 1/0, default the model's).
@@ -33,6 +33,7 @@ from facegen.families.ddpm import sampler as ddpm_sampler
 from facegen.metrics.fid import fid_from_features
 from facegen.metrics.inception import extract_features, store_features
 from facegen.metrics.kid import kernel_distance
+from facegen.utils import make_grid, save_png
 
 
 def parse_setting(text: str) -> dict:
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--ref", required=True, help="the store whose holdout is the reference")
     parser.add_argument("--n", type=int, default=1000, help="samples per setting and holdout faces")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--grids", help="also write FOLDER/<setting>.png: seeds 0-15 of each setting, side by side comparable")
     args = parser.parse_args()
 
     generator = sample.load_generator(args.run, "cpu")
@@ -66,11 +68,17 @@ def main() -> None:
         steps = int(setting.get("steps", generator.default_steps))
         started = time.perf_counter()
         images = sample.generate(generator, seeds, batch_size=50, sampler="ddim", steps=steps)
+        if args.grids:
+            grid = Path(args.grids) / (text.replace("=", "-").replace(",", "_") + ".png")
+            save_png(grid, make_grid(images[:16], nrow=8))
+            row_grid = grid.as_posix()
         features = extract_features(images, progress=False)
         kid, kid_std = kernel_distance(features, reference)
         row = {"setting": text, "steps": steps, "spacing": setting.get("spacing", "trailing"), "clip_sample": clip,
                "kid": kid, "kid_std": kid_std, "fid": fid_from_features(features, reference),
                "seconds": round(time.perf_counter() - started, 1)}
+        if args.grids:
+            row["grid"] = row_grid
         rows.append(row)
         print(json.dumps(row), flush=True)
     model = sample.model_dir(args.run)
