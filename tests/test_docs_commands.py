@@ -50,7 +50,7 @@ EXPECTED_BLOCKS = {
     "docs/alignment.md": (0, 1),
     "docs/evaluation.md": (0, 1),
     "docs/gan.md": (2, 1),
-    "docs/latent-diffusion.md": (1, 0),
+    "docs/latent-diffusion.md": (1, 1),
     "docs/scaling.md": (0, 2),
     "docs/serve.md": (0, 1),
     "docs/stable-diffusion.md": (1, 4),
