@@ -97,3 +97,33 @@ def test_names_on_disk_read_like_the_sorted_list(monkeypatch):
         assert got[:50].bisect_left(name) == bisect.bisect_left(want[:50], name)
     keep = np.array([rnd.random() < 0.5 for _ in want])
     assert list(got.subset(keep)) == [n for n, k in zip(want, keep) if k]
+
+
+def test_trim_heap_gives_freed_fragments_back(tmp_path):
+    """What prepare calls at each checkpoint: photo-sized buffers freed between live ones stay
+    resident until the heap is trimmed (the 100k-photo run's memory crept by 16 MB without it)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from facegen.utils import trim_heap
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+if not sys.platform.startswith("linux") or not trim_heap():
+    print("no-trim"); raise SystemExit
+blocks = [bytes(8000) + bytes([i % 256]) for i in range(20000)]  # 160 MB of photo-sized buffers
+kept = blocks[::16]  # one in 16 lives on, pinning the heap around the freed ones
+del blocks
+before = rss_mb()
+trim_heap()
+print(before - rss_mb())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    if out == "no-trim":  # only glibc has malloc_trim; elsewhere the call must say so, not fail
+        assert not sys.platform.startswith("linux") or "glibc" not in " ".join(__import__("platform").libc_ver())
+        return
+    assert float(out) > 100, f"trimming gave back only {out} MB of ~150 MB freed"

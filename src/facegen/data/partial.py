@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 
 from facegen.data.names import Names
 from facegen.data.store import partial_dir
-from facegen.utils import FacegenError, atomic_write_json
+from facegen.utils import FacegenError, atomic_write_json, trim_heap
 
 CHECKPOINT_S = 2.0  # journal written (and fsynced) at most this often: a kill loses seconds of work
 
@@ -156,6 +156,7 @@ class Partial:
         self.journal.flush()
         os.fsync(self.journal.fileno())
         self._pending.clear()
+        trim_heap()  # freed photo bytes and chunks would otherwise keep the memory growing with the files
         self._last_checkpoint = time.monotonic()
 
     def stop_decoding(self) -> None:
