@@ -159,3 +159,22 @@ def test_run_refused_for_fid_before_sampling(sets, facegen, tiny_gan_model, tmp_
     done = facegen("eval", tiny_gan_model, "--ref", sets["ref"], "--n", "100", "--out", tmp_path / "r")
     assert done.returncode == 2 and "FID needs at least 2,048 pictures per set" in done.stderr and "use KID" in done.stderr
     assert not (tmp_path / "r").exists()  # nothing was sampled
+
+
+def test_compare_says_when_knn_metrics_compared_equal_counts(tmp_path):
+    """KID used 500 vs 1000 pictures, precision/recall 500 of each: the table must not say 500 vs 1000 for both."""
+    from facegen.metrics.compare import compare
+
+    report = {
+        "source": {"name": "run"},
+        "reference": {"content_hash": "ab" * 32, "split": "holdout"},
+        "metrics": {
+            "kid": {"value": 0.1, "n_generated": 500, "n_reference": 1000},
+            "precision": {"value": 0.5, "n_generated": 500, "n_reference": 1000, "n_compared_each": 500},
+        },
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(report))
+    notes = [line for line in compare([tmp_path], show=False).splitlines() if line.startswith("- ")]
+    assert "- KID x1e3: 500 generated pictures vs 1000 reference pictures ('holdout' of store abababababab)." in notes
+    assert ("- precision: 500 generated pictures vs 1000 reference pictures ('holdout' of store abababababab), "
+            "500 of each compared (the larger set subsampled).") in notes

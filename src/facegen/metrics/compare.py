@@ -59,7 +59,9 @@ def cell(report: dict, column: tuple) -> tuple[float, tuple] | None:
     if entry.get(field) is None:
         return None
     ref = report["reference"]
-    protocol = (entry.get("n_generated", entry.get("n")), entry.get("n_reference"), ref["content_hash"], ref["split"])
+    # k-NN metrics compare equal counts (the larger set subsampled): that count is part of the protocol
+    protocol = (entry.get("n_generated", entry.get("n")), entry.get("n_reference"), ref["content_hash"], ref["split"],
+                entry.get("n_compared_each"))
     return float(entry[field]) * scale, protocol
 
 
@@ -97,9 +99,10 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     by_protocol: dict[tuple, list[str]] = {}
     for title, *_ in columns:
         by_protocol.setdefault(baseline[title], []).append(title)
-    for (n_gen, n_ref, ref_hash, split), titles in by_protocol.items():
+    for (n_gen, n_ref, ref_hash, split, n_each), titles in by_protocol.items():
         if n_ref:
-            notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {n_ref} reference pictures ({split!r} of store {ref_hash[:12]}).")
+            equal = f", {n_each} of each compared (the larger set subsampled)" if n_each and n_gen != n_ref else ""
+            notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {n_ref} reference pictures ({split!r} of store {ref_hash[:12]}){equal}.")
         else:  # a per-picture check (the face check): no reference set enters the figure
             notes.append(f"{', '.join(titles)}: share of {n_gen} generated pictures (reference store {ref_hash[:12]}).")
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
