@@ -55,6 +55,11 @@ def test_train_then_resume_writes_the_run_folder(trained_run):
     assert Image.open(run / "loss.png").size[0] > 100
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(np.isfinite(r["loss"]) for r in rows)
+    # the run's own clock, for comparisons at equal wall time: it adds up over the resume
+    wall = [r["wall_s"] for r in rows]
+    assert all(0 < a < b for a, b in zip(wall, wall[1:])), wall
+    saved = json.loads((run / "checkpoints" / "step-000004" / "state.json").read_text())["wall_s"]
+    assert wall[3] <= saved < wall[4]  # the resumed session starts from the saved clock, not from 0
     assert (run / "config.yaml").is_file() and list((run / "tensorboard").rglob("events.out.tfevents*"))
     meta = json.loads((run / "model" / "facegen.json").read_text())
     assert meta["family"] == "ddpm" and meta["config"]["steps"] == 6

@@ -173,6 +173,8 @@ class Loop:
                                  power=e["power"], update_after_step=e["update_after_step"], foreach=not self.sharded) for n in built.ema}
 
         self.step, self.position = 0, 0  # optimizer steps done; stream positions consumed (all processes)
+        self.wall_before = 0.0  # seconds the run took in earlier sessions (resumes add up; pauses between them do not)
+        self.session_start = time.perf_counter()
         self.metrics = MetricsLog(out / "metrics.jsonl")
         if resume:
             self.restore(latest_checkpoint(out / "checkpoints"))
@@ -271,6 +273,7 @@ class Loop:
         total = cfg["steps"]
         previous_handler = signal.signal(signal.SIGINT, self.request_stop) if _in_main_thread() else None
         start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
+        self.session_start = tick_time
         self.deadline = time.monotonic() + 60 * cfg["time_limit"] if cfg["time_limit"] else None
         try:
             with progress_bar(self.is_main, start_step, total) as (bar, task):
@@ -336,13 +339,19 @@ class Loop:
         self.loss_sums = {}
         count = (self.step - 1) % self.cfg["log_every"] + 1
         row = {"step": self.step, "kimg": self.step * self.cfg["batch_size"] / 1000, **{k: v / count for k, v in sums.items()},
-               "lr": self.lr_schedules[self.built.phases[0].name].get_last_lr()[0], "img_per_s": images_per_second}
+               "lr": self.lr_schedules[self.built.phases[0].name].get_last_lr()[0], "img_per_s": images_per_second,
+               "wall_s": self.wall_seconds()}
         if not all(np.isfinite(v) for v in sums.values()):
             self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in sums.items() if not np.isfinite(v))} between steps {self.step - count} and {self.step}")
         if self.is_main:
             self.metrics.append(row)
         self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         return row
+
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far (training, grids, evaluations, checkpoints), over all its
+        sessions: the clock for comparing recipes at equal time."""
+        return self.wall_before + time.perf_counter() - self.session_start
 
     def global_sums(self) -> dict[str, float]:
         """The loss sums averaged over all processes (each saw its share of the global batch), so
@@ -503,7 +512,7 @@ class Loop:
         optimizers = {n: full_state(o.state_dict(), keep=self.is_main) for n, o in self.optimizers.items()}
         if self.is_main:
             state = {"step": self.step, "images_seen": self.step * self.cfg["batch_size"], "data_position": self.position,
-                     "world_size": acc.num_processes, "fsdp": self.sharded, "time": time.time()}
+                     "world_size": acc.num_processes, "fsdp": self.sharded, "time": time.time(), "wall_s": self.wall_seconds()}
             lr = {n: schedule.state_dict() for n, schedule in self.lr_schedules.items()}
             save_checkpoint(self.out / "checkpoints", state, nets, emas, optimizers, lr, rngs)
             rotate_checkpoints(self.out / "checkpoints", self.cfg["keep_checkpoints"])
@@ -516,6 +525,7 @@ class Loop:
         for ema in self.emas.values():
             ema.to(acc.device)
         self.step, self.position = state["step"], state["data_position"]
+        self.wall_before = state.get("wall_s", 0.0)  # 0 for checkpoints made before the run kept its clock
         if rng is not None and state["world_size"] == acc.num_processes:
             set_rng_state(rng)
         else:  # a different process count: same data order and weights, fresh noise streams
