@@ -174,7 +174,7 @@ class Loop:
 
         self.step, self.position = 0, 0  # optimizer steps done; stream positions consumed (all processes)
         self.wall_before = 0.0  # seconds the run took in earlier sessions (resumes add up; pauses between them do not)
-        self.session_start = time.perf_counter()
+        self.session_start = time.perf_counter()  # restoring and starting up count too: a user waits for them
         self.metrics = MetricsLog(out / "metrics.jsonl")
         if resume:
             self.restore(latest_checkpoint(out / "checkpoints"))
@@ -273,7 +273,6 @@ class Loop:
         total = cfg["steps"]
         previous_handler = signal.signal(signal.SIGINT, self.request_stop) if _in_main_thread() else None
         start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
-        self.session_start = tick_time
         self.deadline = time.monotonic() + 60 * cfg["time_limit"] if cfg["time_limit"] else None
         try:
             with progress_bar(self.is_main, start_step, total) as (bar, task):

@@ -6,6 +6,7 @@ Shared helpers live here and nowhere else (STYLE G12): no per-module copies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -121,24 +122,24 @@ def trim_heap() -> bool:
 
     A long loop that allocates and frees many buffers of a few kilobytes (photo bytes, pickled
     chunks) leaves them free but resident between live ones: the process's memory creeps up
-    with the run's length although what it holds does not (16 MB over 100,000 photos in
-    bench/results/prepare.json before prepare called this at each checkpoint)."""
-    import ctypes
-    import ctypes.util
-
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-            _malloc_trim = False
-    if _malloc_trim is False:
+    with the run's length although what it holds does not (prepare calls this at each
+    checkpoint; BENCHMARKS.md, "Data preparation")."""
+    malloc_trim = _malloc_trim()
+    if malloc_trim is None:
         return False
-    _malloc_trim(0)
+    malloc_trim(0)
     return True
 
 
-_malloc_trim = None  # glibc's malloc_trim once looked up; False: this C library has none
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, found among the symbols the process already has; None elsewhere."""
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # None on macOS and musl
+    except (OSError, TypeError):  # Windows: no handle for the process itself
+        return None
 
 
 def weights_hash(*nets) -> str:
