@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -66,14 +67,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args: str, processes: int = 2, env: dict | None = None, script: bool = False, config: Path | None = None) -> str:
+def launch(*args: str, processes: int = 2, env: dict | None = None, script: bool | Path = False, config: Path | None = None) -> str:
     """`accelerate launch --multi_gpu --num_processes N -m facegen.cli ARGS` on the CPU (gloo);
-    script=True: `accelerate launch ... $(which facegen) ARGS`, the console script;
-    config: `accelerate launch --config_file CONFIG -m facegen.cli ARGS` instead of the flags."""
+    script=True: `accelerate launch ... $(which facegen) ARGS`, the console script; script=PATH:
+    that Python file; config: `accelerate launch --config_file CONFIG -m facegen.cli ARGS` instead of the flags."""
     flags = (["--config_file", str(config)] if config else
              ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
-    command = [str(ACCELERATE), "launch", *flags, "--main_process_port", str(free_port()),
-               *([str(FACEGEN)] if script else ["-m", "facegen.cli"]), *args]
+    program = [str(script)] if isinstance(script, Path) else [str(FACEGEN)] if script else ["-m", "facegen.cli"]
+    command = [str(ACCELERATE), "launch", *flags, "--main_process_port", str(free_port()), *program, *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     errors = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line or "what()" in line]
@@ -237,6 +238,42 @@ def test_sampling_on_two_processes_writes_the_same_images(ddpm_runs, tmp_path):
     for name in names:
         one, two = (np.asarray(Image.open(tmp_path / run / name), dtype=int) for run in ("one", "two"))
         assert np.abs(one - two).max() <= 1 and np.mean(one != two) < 0.01, name
+
+
+GROUP_AT_EXIT = """
+import os, sys
+
+from facegen import distributed
+
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+before = threads()
+if sys.argv[1] == "accelerator":
+    distributed.accelerator()
+rank, _ = distributed.rank_world()
+import diffusers  # imports torch.distributed.fsdp now that the group exists
+
+distributed.gather_objects(rank)  # a collective: the gloo worker threads are running
+distributed.close_process_group()  # what runs at exit
+print(f"threads before the group {before}, after closing it {threads()}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+@pytest.mark.parametrize("start", ["state", "accelerator"])
+def test_the_process_group_is_freed_before_the_interpreter_exits(start, tmp_path):
+    """A group that outlives closing (held by torch.distributed.fsdp, imported after the group
+    existed) kept its gloo worker threads into interpreter finalisation, where one of them
+    aborted the process at random ("terminate called without an active exception"; one launch
+    in four here). Freed, its threads are joined: the count is back to what it was."""
+    script = tmp_path / "group_at_exit.py"
+    script.write_text(GROUP_AT_EXIT)
+    printed = launch(start, script=script)
+    counts = re.findall(r"threads before the group (\d+), after closing it (\d+)", printed)
+    assert len(counts) == 2 and all(before == after for before, after in counts), printed
 
 
 def test_eval_on_two_processes_gathers_the_same_features(celeba_store32, tiny_gan_model, tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ def accelerator(**kwargs):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+    before_process_group()
     acc = Accelerator(cpu=use_cpu(), **kwargs)
     if use_cpu() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
@@ -90,21 +91,36 @@ def is_sharded(module) -> bool:
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
+@functools.cache
+def before_process_group() -> None:
+    """Run before accelerate creates the process group, so that the group can be freed at exit.
+
+    A group still alive when the interpreter finalises can abort the process ("terminate called
+    without an active exception"): a gloo worker thread dropping a finished collective's tensors
+    needs the GIL, and a thread that asks for it during finalisation is killed. The group is
+    destroyed at exit, but that frees it (and joins its threads) only if nothing else holds it,
+    and torch.distributed.fsdp's ShardedGradScaler takes `process_group=dist.group.WORLD` as a
+    default argument: imported after the group exists (diffusers and accelerate import it), it
+    holds the group for good. Imported first, that default is None.
+    """
+    import atexit
+
+    import torch.distributed.fsdp  # noqa: F401
+
+    atexit.register(close_process_group)
+
+
 @functools.lru_cache(maxsize=1)
 def state():
     """accelerate's PartialState (initialises the process group once); only under a launcher."""
-    import atexit
-
     from accelerate import PartialState
 
-    partial = PartialState(cpu=use_cpu())
-    # Leaving with the gloo group alive can abort a process at exit ("terminate called without an
-    # active exception" from a still-running gloo thread): shut the group down explicitly.
-    atexit.register(_close_process_group)
-    return partial
+    before_process_group()
+    return PartialState(cpu=use_cpu())
 
 
-def _close_process_group() -> None:
+def close_process_group() -> None:
+    """Destroy the default process group, if there is one (at exit: see before_process_group)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
