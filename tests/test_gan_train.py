@@ -83,3 +83,68 @@ def test_critic_loss_past_the_bound_stops_with_the_last_checkpoint(celeba_store3
     with pytest.raises(Diverged, match=r"critic loss .* past the bound .*last good checkpoint is .*step-000002"):
         train("wgan-gp-tiny32", celeba_store32.path, run, FAST + ["model.n_critic=2"], steps=6)
     assert not (run / "model").exists()
+
+
+def moved(run, to, optimizers: bool, part_mib: float):
+    """`run`'s newest checkpoint packed, its parts "sent" (copied) and unpacked into a copy of the
+    run without checkpoints, as a continuation on another machine would get it."""
+    import shutil
+
+    from facegen.checkpoint import pack_checkpoint, unpack_checkpoint
+
+    parts = pack_checkpoint(latest_checkpoint(run / "checkpoints"), to / "pack", part_mib=part_mib, optimizers=optimizers)
+    shutil.copytree(run, to / "run", ignore=shutil.ignore_patterns("checkpoints"))
+    unpack_checkpoint(to / "pack", to / "run" / "checkpoints")
+    return to / "run", parts
+
+
+def test_a_packed_checkpoint_crosses_a_file_size_limit_and_resumes(celeba_store32, tmp_path, capsys):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train("dcgan-tiny32", celeba_store32.path, whole, FAST, steps=4)
+    train("dcgan-tiny32", celeba_store32.path, split, FAST, steps=2)
+    limit = 0.05  # MiB: the checkpoint (about 0.3 MB here) in several parts, as 16 MiB cuts a full-size one
+    exact, parts = moved(split, tmp_path / "with", optimizers=True, part_mib=limit)
+    assert len(parts) > 2 and all(p.stat().st_size <= limit * 2**20 for p in parts)
+    # With the optimizer state the continuation is the uninterrupted run's.
+    train("dcgan-tiny32", celeba_store32.path, exact, [], steps=4, resume=True)
+    a, b = latest_checkpoint(whole / "checkpoints"), latest_checkpoint(exact / "checkpoints")
+    for net in ("G", "D"):
+        for key, value in weights(a, net).items():
+            torch.testing.assert_close(weights(b, net)[key], value, rtol=0, atol=1e-6, msg=f"{net}.{key}")
+
+    # Without it (the size that matters: Adam's state is twice the weights) the weights, EMA and
+    # step travel bit for bit, the resume says the moments restart, and training goes on.
+    light, light_parts = moved(split, tmp_path / "without", optimizers=False, part_mib=limit)
+    assert sum(p.stat().st_size for p in light_parts) < sum(p.stat().st_size for p in parts)
+    source, copy = latest_checkpoint(split / "checkpoints"), latest_checkpoint(light / "checkpoints")
+    assert not (copy / "optimizers").exists()
+    for path in source.rglob("*"):
+        if path.is_file() and "optimizers" not in path.parts:
+            assert (copy / path.relative_to(source)).read_bytes() == path.read_bytes(), path
+    capsys.readouterr()
+    train("dcgan-tiny32", celeba_store32.path, light, [], steps=4, resume=True)
+    assert "holds no optimizer state for D, G" in capsys.readouterr().err
+    after = latest_checkpoint(light / "checkpoints")
+    assert json.loads((after / "state.json").read_text())["step"] == 4 and {p.stem for p in (after / "optimizers").iterdir()} == {"D", "G"}
+    trained, packed = weights(after, "G"), weights(copy, "G")
+    assert any(not torch.equal(trained[k], packed[k]) for k in packed)
+
+
+def test_unpacking_refuses_missing_or_damaged_parts(celeba_store32, tmp_path):
+    from facegen.checkpoint import pack_checkpoint, unpack_checkpoint
+    from facegen.utils import FacegenError
+
+    run = tmp_path / "run"
+    train("dcgan-tiny32", celeba_store32.path, run, FAST, steps=2)
+    parts = pack_checkpoint(latest_checkpoint(run / "checkpoints"), tmp_path / "pack", part_mib=0.05)
+    with pytest.raises(FacegenError, match=r"nothing: no checkpoint-pack\.json"):
+        unpack_checkpoint(tmp_path / "nothing", tmp_path / "to")
+    damaged = bytearray(parts[1].read_bytes())
+    damaged[100] ^= 1
+    parts[1].write_bytes(bytes(damaged))
+    with pytest.raises(FacegenError, match=r"do not add up .* copy them again"):
+        unpack_checkpoint(tmp_path / "pack", tmp_path / "to")
+    parts[2].unlink()
+    with pytest.raises(FacegenError, match=rf"parts missing \({parts[2].name}\)"):
+        unpack_checkpoint(tmp_path / "pack", tmp_path / "to")
+    assert not (tmp_path / "to").exists() or not any((tmp_path / "to").iterdir())  # nothing half-written

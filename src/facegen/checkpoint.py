@@ -10,13 +10,21 @@ A checkpoint folder holds
 It is written under a temporary name and renamed when complete (utils.atomic_dir), so a
 killed save leaves the previous checkpoints as they were. The step is read from state.json,
 never from the folder name.
+
+pack_checkpoint / unpack_checkpoint move a checkpoint through a channel that limits file
+sizes (a lent GPU machine's 16 MiB per file, an upload form): a tar cut into parts, with the
+digest of the whole, optionally without the optimizer state, the largest part. A checkpoint
+without optimizers/ resumes with fresh optimizer moments (said on resume).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +32,10 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 
 from facegen.distributed import is_sharded, shard_like
-from facegen.utils import atomic_dir, atomic_write_json
+from facegen.utils import FacegenError, atomic_dir, atomic_write_json
 
 STATE = "state.json"
+PACK_MANIFEST = "checkpoint-pack.json"
 
 
 def rng_state() -> dict:
@@ -92,15 +101,20 @@ def load_checkpoint(folder: Path, nets: dict, emas: dict, optimizers: dict, lr_s
         like = ema.shadow_params  # sharded as the net's parameters are
         ema.load_state_dict(torch.load(folder / "ema" / f"{name}.pt", weights_only=True))
         ema.shadow_params = [shard_like(s, p) for s, p in zip(ema.shadow_params, like)]
+    fresh = []
     for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(torch.load(folder / "optimizers" / f"{name}.pt", weights_only=True))
+        path = folder / "optimizers" / f"{name}.pt"
+        if not path.is_file():  # packed without it (pack_checkpoint): the moments start again from zero
+            fresh.append(name)
+            continue
+        optimizer.load_state_dict(torch.load(path, weights_only=True))
         for param, moments in optimizer.state.items():  # Adam's moments have the shape of their parameter
             moments.update({k: shard_like(v, param) for k, v in moments.items()})
     for name, schedule in lr_schedules.items():
         schedule.load_state_dict(torch.load(folder / "lr" / f"{name}.pt", weights_only=True))
     rng_file = folder / "rng" / f"process{rank}.pt"
     rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
-    return read_state(folder), rng
+    return {**read_state(folder), "fresh_optimizers": fresh}, rng
 
 
 def read_state(folder: Path) -> dict:
@@ -128,3 +142,61 @@ def rotate_checkpoints(root: Path, keep: int) -> list[Path]:
     for folder in doomed:
         shutil.rmtree(folder)
     return doomed
+
+
+def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: bool = False) -> list[Path]:
+    """Write checkpoint `folder` to `out` as NAME.tar.partNN files of at most part_mib MiB each
+    and a manifest (PACK_MANIFEST: parts, sizes, sha256 of the whole tar); return the parts.
+
+    optimizers=False leaves optimizers/ out: with Adam it is twice the weights it trains, and the
+    moments it holds are short-lived (the GAN presets' beta2 = 0.9 averages about 10 steps), so a
+    resume from the pack costs a few steps of re-estimation, not the run. Everything else (nets,
+    EMA, lr schedule, RNG, state) travels bit for bit."""
+    folder, out = Path(folder), Path(out)
+    if not (folder / STATE).is_file():
+        raise FacegenError(f"{folder}: not a complete checkpoint ({STATE} missing); pass RUN/checkpoints/step-XXXXXX")
+    part_bytes = int(part_mib * 2**20)
+    if part_bytes < 1:
+        raise FacegenError(f"part size {part_mib} MiB: pass a positive size")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and (optimizers or relative.parts[0] != "optimizers"):
+                tar.add(path, arcname=str(Path(folder.name) / relative), recursive=False)
+    data = buffer.getvalue()
+    out.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for index, start in enumerate(range(0, len(data), part_bytes)):
+        part = out / f"{folder.name}.tar.part{index:02d}"
+        part.write_bytes(data[start : start + part_bytes])
+        parts.append(part)
+    manifest = {"checkpoint": folder.name, "step": read_state(folder)["step"], "optimizers": optimizers,
+                "parts": [p.name for p in parts], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_json(out / PACK_MANIFEST, manifest)  # last: parts without a manifest are never unpacked
+    return parts
+
+
+def unpack_checkpoint(pack: Path, root: Path) -> Path:
+    """Rebuild the checkpoint packed in folder `pack` (pack_checkpoint) under `root` (a run's
+    checkpoints/ folder), atomically, after checking every part and the digest; return it."""
+    pack, root = Path(pack), Path(root)
+    manifest_file = pack / PACK_MANIFEST
+    if not manifest_file.is_file():
+        raise FacegenError(f"{pack}: no {PACK_MANIFEST}; pass the folder pack_checkpoint wrote (all of it)")
+    manifest = json.loads(manifest_file.read_text())
+    missing = [name for name in manifest["parts"] if not (pack / name).is_file()]
+    if missing:
+        raise FacegenError(f"{pack}: parts missing ({', '.join(missing)}); copy every part the manifest names")
+    data = b"".join((pack / name).read_bytes() for name in manifest["parts"])
+    if len(data) != manifest["bytes"] or hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise FacegenError(f"{pack}: the parts do not add up to the packed checkpoint (size or sha256 differs); copy them again")
+    final = root / manifest["checkpoint"]
+    with atomic_dir(final) as tmp:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            # "data": no links out, no absolute paths (the filter exists from Python 3.10.12 / 3.11.4)
+            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        for path in (tmp / manifest["checkpoint"]).iterdir():
+            path.rename(tmp / path.name)
+        (tmp / manifest["checkpoint"]).rmdir()
+    return final

@@ -525,6 +525,9 @@ class Loop:
             ema.to(acc.device)
         self.step, self.position = state["step"], state["data_position"]
         self.wall_before = state.get("wall_s", 0.0)  # 0 for checkpoints made before the run kept its clock
+        if state["fresh_optimizers"] and self.is_main:
+            print(f"{folder} holds no optimizer state for {', '.join(state['fresh_optimizers'])} (a packed checkpoint): "
+                  f"its moments start again from zero", file=sys.stderr)
         if rng is not None and state["world_size"] == acc.num_processes:
             set_rng_state(rng)
         else:  # a different process count: same data order and weights, fresh noise streams
