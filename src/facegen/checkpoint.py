@@ -163,7 +163,7 @@ def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: b
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
             if path.is_file() and (optimizers or relative.parts[0] != "optimizers"):
-                tar.add(path, arcname=str(Path(folder.name) / relative), recursive=False)
+                tar.add(path, arcname=str(relative), recursive=False)
     data = buffer.getvalue()
     out.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -196,7 +196,4 @@ def unpack_checkpoint(pack: Path, root: Path) -> Path:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
             # "data": no links out, no absolute paths (the filter exists from Python 3.10.12 / 3.11.4)
             tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        for path in (tmp / manifest["checkpoint"]).iterdir():
-            path.rename(tmp / path.name)
-        (tmp / manifest["checkpoint"]).rmdir()
     return final

@@ -48,7 +48,8 @@ def accelerator(**kwargs):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-    before_process_group()
+    if launched_processes() > 1:  # one process has no group: nothing to import or close
+        before_process_group()
     acc = Accelerator(cpu=use_cpu(), **kwargs)
     if use_cpu() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
