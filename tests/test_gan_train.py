@@ -80,7 +80,7 @@ def test_critic_loss_past_the_bound_stops_with_the_last_checkpoint(celeba_store3
 
     monkeypatch.setattr(gan_loss, "wgan_critic", exploding)
     run = tmp_path / "run"
-    with pytest.raises(Diverged, match=r"critic loss .* past the bound .*last good checkpoint is .*step-000002"):
+    with pytest.raises(Diverged, match=r"D loss .* past the bound .*model.diverge_above.*last good checkpoint is .*step-000002"):
         train("wgan-gp-tiny32", celeba_store32.path, run, FAST + ["model.n_critic=2"], steps=6)
     assert not (run / "model").exists()
 

@@ -57,8 +57,12 @@ DEFAULTS: dict[str, Any] = {
     "log_every": 10,               # steps between metrics.jsonl lines (and NaN checks)
     "seed": 0,                     # seeds initialisation, data order and the loss's noise
     "mixed_precision": "auto",     # auto = bf16 on GPU, no on CPU; or no, bf16, fp16
-    "channels_last": False,        # memory format of the nets and batches
-    "compile": False,              # torch.compile the trained nets
+    "channels_last": "auto",       # memory format of the nets and batches; auto = true on CUDA, false on the CPU (measured: BENCHMARKS.md)
+    "fused_optimizer": "auto",     # Adam/AdamW as one fused kernel; auto = true on CUDA, false on the CPU (measured: BENCHMARKS.md)
+    "compile": "auto",             # torch.compile each phase's forward and loss: false, true (= default), or a mode
+                                   # (default, reduce-overhead = CUDA graphs, max-autotune, max-autotune-no-cudagraphs); auto = default on CUDA, false on the CPU
+    "data_on_device": 0.25,        # hold the training split on the device as uint8 when it takes at most this fraction of
+                                   # the device's memory (GPU memory, or RAM on the CPU); 0 = always stream it from disk
     "threads": None,               # torch CPU threads; None = torch's default (one per core). 1 wins on a busy machine
     "num_workers": 0,              # DataLoader worker processes (0 = load in the training process)
     "hflip": True,                 # flip faces left-right (deterministically per data position)
@@ -67,6 +71,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+AUTO_KEYS = ("channels_last", "fused_optimizer", "compile")  # true, false or auto (compile: or a mode)
+
+
+def on_cuda(cfg: dict, key: str, cuda: bool):
+    """The value of one of AUTO_KEYS on this device: auto means on for CUDA, off for the CPU
+    (compile: the mode name, or False)."""
+    value = cfg[key]
+    if value == "auto":
+        value = cuda
+    if key == "compile":
+        return "default" if value is True else (value or False)
+    return bool(value)
 
 
 class _Loader(yaml.SafeLoader):
@@ -187,6 +204,13 @@ def _resolve(cfg: dict, where: str) -> dict:
     limit = cfg["time_limit"]
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
         raise FacegenError(f"{where}: time_limit is minutes of training (a positive number) or null, got {limit!r}")
+    for key in AUTO_KEYS:
+        allowed = (True, False, "auto", *(COMPILE_MODES if key == "compile" else ()))
+        if not any(cfg[key] is a if isinstance(a, bool) else cfg[key] == a for a in allowed):
+            raise FacegenError(f"{where}: {key} must be true, false or auto{' or a mode: ' + ', '.join(COMPILE_MODES) if key == 'compile' else ''}, got {cfg[key]!r}")
+    budget = cfg["data_on_device"]
+    if not _is_number(budget) or not 0 <= budget <= 1:
+        raise FacegenError(f"{where}: data_on_device is the fraction of the device's memory the training faces may take (0 to 1; 0 = never), got {budget!r}")
     if cfg["mixed_precision"] not in MIXED_PRECISION:
         raise FacegenError(f"{where}: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg['mixed_precision']!r}")
     if not isinstance(cfg["sample_options"], dict):
@@ -236,7 +260,7 @@ def _check_types(values: dict, defaults: dict, where: str, prefix: str = "") -> 
              (list, "a list, e.g. [1, 2]", lambda v: isinstance(v, list)), (dict, "a mapping", lambda v: isinstance(v, dict)))
     for key, default in defaults.items():
         value = values.get(key)
-        if default is None or key in ("model", "sample_seeds") or (value is None and (prefix or key == "grad_clip")):
+        if default is None or key in ("model", "sample_seeds", *AUTO_KEYS) or (value is None and (prefix or key == "grad_clip")):
             continue
         kind, what, ok = next(k for k in kinds if isinstance(default, k[0]))
         if not ok(value):

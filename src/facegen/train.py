@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import random
 import signal
 import sys
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 from facegen.checkpoint import latest_checkpoint, load_checkpoint, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
-from facegen.config import load_config, per_process_batch, read_run_config, save_config
+from facegen.config import load_config, on_cuda, per_process_batch, read_run_config, save_config
 from facegen.data.store import FaceStore
 from facegen.distributed import accelerator, full_state
 from facegen.families import get_family
@@ -149,9 +150,13 @@ class Loop:
         seed_everything(cfg["seed"])
         self.built = built = self.family.build(cfg, cfg["resolution"])
         self.nets = built.nets  # unwrapped, un-compiled (under FSDP: sharded in place); what checkpoints and EMA see
-        memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+        cuda = acc.device.type == "cuda"
+        self.channels_last = on_cuda(cfg, "channels_last", cuda)
         for net in self.nets.values():
-            net.to(memory_format=memory_format)
+            net.to(memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        if on_cuda(cfg, "fused_optimizer", cuda):
+            for phase in built.phases:
+                use_fused(phase.optimizer)
         for net in built.frozen.values():
             net.to(acc.device).eval().requires_grad_(False)
         self.trainable = {name: [p.requires_grad for p in net.parameters()] for name, net in self.nets.items()}
@@ -162,7 +167,12 @@ class Loop:
         prepared = acc.prepare(*[self.nets[n] for n in names], *[p.optimizer for p in built.phases])
         self.wrapped = dict(zip(names, prepared[: len(names)]))
         self.optimizers = {p.name: o for p, o in zip(built.phases, prepared[len(names):])}
-        self.train_nets = {n: torch.compile(m) if cfg["compile"] else m for n, m in self.wrapped.items()}
+        # Each phase's forward and loss as one function: compiled as a whole, so the loss's own
+        # arithmetic (noise, augmentation, objective) fuses with the nets' kernels.
+        compile_mode = on_cuda(cfg, "compile", cuda)
+        self.phase_losses = {p.name: functools.partial(built.loss, p.name) for p in built.phases}
+        if compile_mode:
+            self.phase_losses = {n: torch.compile(f, mode=compile_mode) for n, f in self.phase_losses.items()}
         warmup = cfg["warmup_steps"]
         self.lr_schedules = {p.name: torch.optim.lr_scheduler.LambdaLR(p.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
                              for p in built.phases}
@@ -186,6 +196,7 @@ class Loop:
             acc.init_trackers("tensorboard")
         self.batches = self.data_iterator(store)
         self.loss_sums: dict[str, torch.Tensor] = {}
+        self.worst_losses: dict[str, torch.Tensor] = {}  # phase -> worst |loss| since the last check, on the device
         # The evaluation's reference features, before the first step and on every process
         # (store_features splits the work under a launcher); computed once per store, then cached.
         self.eval_reference = self.reference_features(store) if cfg["eval_every"] else None
@@ -195,27 +206,37 @@ class Loop:
     # ---- data -------------------------------------------------------------------------
 
     def data_iterator(self, store: FaceStore):
+        """Endless micro-batches on the device: gathered from the training split held on the device
+        when it fits cfg["data_on_device"] of its memory (data/device.py), else a DataLoader over
+        the memory-mapped store. Both yield the same faces in the same order (data/stream.py)."""
         from accelerate.utils import send_to_device
         from torch.utils.data import DataLoader
 
+        from facegen.data.device import DeviceBatches, device_faces
         from facegen.data.loader import FaceDataset
         from facegen.data.stream import FaceStream, FlippedFaces, StreamBatches, shard_block
 
-        # flips come from the stream; a family may train on something derived from the faces (cached latents)
-        dataset = getattr(self.built, "dataset", None) or FlippedFaces(FaceDataset(store, "train", hflip=False))
-        acc = self.accelerator
+        acc, m, world = self.accelerator, self.micro_batch, self.accelerator.num_processes
+        # a family may train on something derived from the faces (cached latents): its own dataset, the DataLoader path
+        own = getattr(self.built, "dataset", None)
+        dataset = own or FlippedFaces(FaceDataset(store, "train", hflip=False))  # flips come from the stream
         # A sharded store: every micro-step takes a block from each shard, so each process reads only its shards.
         shards = store.shard_sizes("train") if len(dataset) == len(store) else [len(dataset)]
-        stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"], shards,
-                            shard_block(self.micro_batch * acc.num_processes, shards))
-        sampler = StreamBatches(stream, self.micro_batch, self.position, acc.process_index, acc.num_processes)
+        stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"], shards, shard_block(m * world, shards))
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        faces = None if own is not None else device_faces(store, acc.device, self.cfg["data_on_device"])
+        self.data_path = "device" if faces is not None else "dataloader"
+        if faces is not None:
+            for batch in DeviceBatches(faces, stream, m, self.position, acc.process_index, world, memory_format):
+                self.position += m * world
+                yield batch
+        sampler = StreamBatches(stream, m, self.position, acc.process_index, world)
         workers = self.cfg["num_workers"]
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
                             worker_init_fn=_ignore_sigint if workers else None, persistent_workers=workers > 0,
                             generator=torch.Generator())  # own RNG: starting an iterator must not draw from the training RNG
-        memory_format = torch.channels_last if self.cfg["channels_last"] else torch.contiguous_format
         for batch in loader:
-            self.position += self.micro_batch * acc.num_processes
+            self.position += m * world
             if isinstance(batch, torch.Tensor):
                 yield batch.to(acc.device, non_blocking=True).contiguous(memory_format=memory_format)
             else:  # a family's own dataset may yield tuples or dicts
@@ -236,11 +257,14 @@ class Loop:
                         if micro < accum - 1:  # all-reduce gradients only on the last micro-batch
                             for name in phase.nets:
                                 no_sync.enter_context(acc.no_sync(self.wrapped[name]))
-                        loss, logs = self.built.loss(phase.name, self.train_nets, images)
+                        loss, logs = self.phase_losses[phase.name](self.wrapped, images)
                         loss = loss.mean()
                         acc.backward(loss / accum)
                     key = "loss" if len(self.built.phases) == 1 else f"loss_{phase.name}"
                     self.accumulate({key: loss.detach(), **logs}, 1 / (accum * phase.repeats))
+                    if phase.loss_bound is not None:  # the worst |loss| stays on the device until a log step
+                        worst = self.worst_losses.get(phase.name)
+                        self.worst_losses[phase.name] = loss.detach().abs() if worst is None else torch.maximum(worst, loss.detach().abs())
                 clip = phase.grad_clip if phase.grad_clip is not None else cfg["grad_clip"]
                 if clip:
                     acc.clip_grad_norm_([p for n in phase.nets for p in self.nets[n].parameters() if p.grad is not None], clip)
@@ -268,42 +292,51 @@ class Loop:
 
     # ---- the loop ---------------------------------------------------------------------
 
+    def due(self, step: int) -> set[str]:
+        """The one schedule: what happens after optimizer step `step` ("log", "grid", "eval",
+        "save"), each at its cadence and all of them at the last step."""
+        cfg, last = self.cfg, step == self.cfg["steps"]
+        every = {"log": cfg["log_every"], "grid": cfg["sample_every"], "eval": cfg["eval_every"], "save": cfg["checkpoint_every"]}
+        return {name for name, n in every.items() if n and (step % n == 0 or last)}
+
     def fit(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         total = cfg["steps"]
         previous_handler = signal.signal(signal.SIGINT, self.request_stop) if _in_main_thread() else None
-        start_step, tick_step, tick_time = self.step, self.step, time.perf_counter()
+        # img/s counts training time only: the stretches between grids, evaluations and checkpoints
+        start_step, tick_step, stretch_start, train_seconds = self.step, self.step, time.perf_counter(), 0.0
         self.deadline = time.monotonic() + 60 * cfg["time_limit"] if cfg["time_limit"] else None
         try:
             with progress_bar(self.is_main, start_step, total) as (bar, task):
-                while self.step < total and not self.stop_agreed():
-                    try:
-                        self.train_step()
-                    except Diverged as e:
-                        self.fail(str(e))
-                    row = None
-                    if self.step % cfg["log_every"] == 0 or self.step == total:
-                        seconds = time.perf_counter() - tick_time
-                        row = self.log((self.step - tick_step) * cfg["batch_size"] / max(seconds, 1e-9))
-                        tick_step, tick_time = self.step, time.perf_counter()
+                while self.step < total and not self.stop_agreed(synchronise=self.step == start_step or "log" in self.due(self.step)):
+                    self.train_step()
+                    due, row = self.due(self.step), None
+                    if "log" in due:  # the only reads of values computed on the device (one sync per log_every steps)
+                        sums = self.global_sums()  # waits for the device: its work on these steps is done
+                        train_seconds += time.perf_counter() - stretch_start
+                        row = self.log(sums, (self.step - tick_step) * cfg["batch_size"] / max(train_seconds, 1e-9))
+                        tick_step, train_seconds = self.step, 0.0
+                    elif due:
+                        train_seconds += time.perf_counter() - stretch_start
                         bar.update(task, loss=" ".join(f"{k} {row[k]:.4f}" for k in row if k.startswith("loss")), ips=f"{row['img_per_s']:.1f}")
                     bar.update(task, completed=self.step)
-                    if self.step % cfg["sample_every"] == 0 or self.step == total:
+                    if "grid" in due:
                         self.sample_grid()
-                        tick_time = time.perf_counter()  # img/s counts training only
-                    if cfg["eval_every"] and (self.step % cfg["eval_every"] == 0 or self.step == total):
+                    if "eval" in due:
                         self.evaluate(bar.console.print)
-                        tick_time = time.perf_counter()
-                    if self.step % cfg["checkpoint_every"] == 0 or self.step == total:
+                    if "save" in due:
                         self.save()
-                        tick_time = time.perf_counter()
                         if self.is_main:
                             losses = " ".join(f"{k} {v:.4f}" for k, v in (row or {}).items() if k.startswith("loss"))
                             bar.console.print(f"step {self.step}/{total}  kimg {self.step * cfg['batch_size'] / 1000:.1f}  {losses}  checkpoint saved")
+                    if due:
+                        stretch_start = time.perf_counter()
             if self.time_up and not self.stop_requested and self.step < total:
                 # Out of time: end like a finished run (log line, grid, checkpoint, export); --resume continues.
                 if self.step > tick_step:
-                    self.log((self.step - tick_step) * cfg["batch_size"] / max(time.perf_counter() - tick_time, 1e-9))
+                    sums = self.global_sums()
+                    train_seconds += time.perf_counter() - stretch_start
+                    self.log(sums, (self.step - tick_step) * cfg["batch_size"] / max(train_seconds, 1e-9))
                 self.sample_grid()
                 if cfg["eval_every"] and self.evaluated_at != self.step:  # the exported weights get their row too
                     self.evaluate()
@@ -333,8 +366,8 @@ class Loop:
         self.stop_requested = True
         print("\nCtrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)")
 
-    def log(self, images_per_second: float) -> dict:
-        sums = self.global_sums()  # one sync per log_every steps
+    def log(self, sums: dict[str, float], images_per_second: float) -> dict:
+        """One metrics row from the loss sums since the last log (read by global_sums: the sync)."""
         self.loss_sums = {}
         count = (self.step - 1) % self.cfg["log_every"] + 1
         row = {"step": self.step, "kimg": self.step * self.cfg["batch_size"] / 1000, **{k: v / count for k, v in sums.items()},
@@ -342,6 +375,7 @@ class Loop:
                "wall_s": self.wall_seconds()}
         if not all(np.isfinite(v) for v in sums.values()):
             self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in sums.items() if not np.isfinite(v))} between steps {self.step - count} and {self.step}")
+        self.check_bounds()
         if self.is_main:
             self.metrics.append(row)
         self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
@@ -361,10 +395,13 @@ class Loop:
         values = self.accelerator.reduce(torch.stack([self.loss_sums[k] for k in keys]), reduction="mean")
         return dict(zip(keys, values.tolist()))
 
-    def stop_agreed(self) -> bool:
+    def stop_agreed(self, synchronise: bool = True) -> bool:
         """Whether any process was asked to stop (Ctrl-C) or ran out of its time limit: Ctrl-C reaches
         processes at different moments (or only one machine), and clocks differ, but all must stop
-        at the same step to save the checkpoint together."""
+        at the same step to save the checkpoint together. Processes agree only when `synchronise`
+        (the loop asks at log steps: no collective, no host sync, on the other steps)."""
+        if self.accelerator.num_processes > 1 and not synchronise:
+            return False
         self.time_up = self.deadline is not None and time.monotonic() >= self.deadline
         if self.accelerator.num_processes > 1:
             asked = torch.tensor([float(self.stop_requested), float(self.time_up)], device=self.accelerator.device)
@@ -492,10 +529,27 @@ class Loop:
         self.accelerator.wait_for_everyone()
 
     def check_finite(self) -> None:
-        """Stop before a NaN/inf reaches a checkpoint or a grid (one sync)."""
+        """Stop before a NaN/inf or a loss past its bound reaches a checkpoint or a grid (one sync)."""
         bad = {k: v for k, v in self.global_sums().items() if not np.isfinite(v)}
         if bad:
             self.fail(f"loss became {', '.join(f'{k}={v}' for k, v in bad.items())} before step {self.step}")
+        self.check_bounds()
+
+    def check_bounds(self) -> None:
+        """Diverged once a phase's worst |loss| since the last check passed its Phase.loss_bound."""
+        if not self.worst_losses:
+            return
+        names = sorted(self.worst_losses)
+        worst = torch.stack([self.worst_losses[n] for n in names])
+        if self.accelerator.num_processes > 1:
+            worst = _all_max(worst)  # accelerate's reduce knows only sum and mean
+        self.worst_losses = {}
+        bounds = {p.name: p for p in self.built.phases}
+        for name, value in zip(names, worst.tolist()):
+            phase = bounds[name]
+            if not value <= phase.loss_bound:  # NaN too
+                self.fail(f"{name} loss {value:.3g} is past the bound {phase.loss_bound:g} ({phase.bound_key}) "
+                          f"by step {self.step}: lower the learning rate or raise the bound")
 
     def save(self) -> None:
         from accelerate.utils import gather_object
@@ -534,6 +588,22 @@ class Loop:
             seed_everything(self.cfg["seed"] + 1000003 * self.step + acc.process_index)
         if self.is_main:
             self.metrics.truncate_after(self.step)
+
+
+def use_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Switch a torch Adam or AdamW to its fused kernel (one launch for all parameters instead
+    of a few per tensor); the update is the same. Other optimizers are left as they are."""
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        for group in (optimizer.defaults, *optimizer.param_groups):
+            group["fused"], group["foreach"] = True, False
+
+
+def _all_max(values: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
 
 
 def seed_everything(seed: int) -> None:

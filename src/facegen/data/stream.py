@@ -39,21 +39,39 @@ class FaceStream:
             raise ValueError(f"shard sizes {self.sizes} do not cut {num_items} items into non-empty shards")
         self.starts = np.cumsum([0] + self.sizes[:-1])
         self.block = block
-        self._epochs: dict[int, tuple] = {}  # shard -> (epoch, permutation, flips): positions arrive in order
+        self._epochs: dict[tuple[int, int], tuple] = {}  # (shard, epoch) -> (permutation, flips); the last few only
 
     def item(self, position: int) -> tuple[int, bool]:
-        shard, q = 0, position  # q: position in the shard's own stream
+        indices, flips = self.positions(position, 1)
+        return int(indices[0]), bool(flips[0])
+
+    def positions(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (int64) and flips (bool) of stream positions start .. start+count-1, computed per
+        epoch in arrays: one permutation lookup per (shard, epoch) the range touches."""
+        position = np.arange(start, start + count, dtype=np.int64)
+        shard, q = np.zeros(count, dtype=np.int64), position  # q: position in the shard's own stream
         if len(self.sizes) > 1:
-            turn, offset = divmod(position, self.block)
+            turn, offset = np.divmod(position, self.block)
             shard, q = turn % len(self.sizes), turn // len(self.sizes) * self.block + offset
-        epoch, i = divmod(q, self.sizes[shard])
-        cached = self._epochs.get(shard)
-        if cached is None or cached[0] != epoch:
+        sizes = np.asarray(self.sizes, dtype=np.int64)[shard]
+        epoch, i = np.divmod(q, sizes)
+        rows, flips = np.empty(count, dtype=np.int64), np.empty(count, dtype=bool)
+        for s, e in np.unique(np.stack([shard, epoch]), axis=1).T.tolist():
+            at = (shard == s) & (epoch == e)
+            perm, flip = self._epoch(s, e)
+            rows[at] = self.starts[s] + perm[i[at]]
+            flips[at] = flip[i[at]]
+        return rows, flips
+
+    def _epoch(self, shard: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (shard, epoch)
+        if key not in self._epochs:
             rng = np.random.default_rng([self.seed, epoch] if len(self.sizes) == 1 else [self.seed, epoch, shard])
             perm = rng.permutation(self.sizes[shard])
-            cached = self._epochs[shard] = (epoch, perm, rng.integers(0, 2, self.sizes[shard]).astype(bool) & self.hflip)
-        _, perm, flips = cached
-        return int(self.starts[shard] + perm[i]), bool(flips[i])
+            self._epochs[key] = (perm, rng.integers(0, 2, self.sizes[shard]).astype(bool) & self.hflip)
+            for old in [k for k in self._epochs if k[0] == shard and k[1] < epoch - 1]:  # positions arrive in order
+                del self._epochs[old]
+        return self._epochs[key]
 
 
 def shard_block(images_per_micro_step: int, shards: list[int]) -> int:
@@ -75,7 +93,8 @@ class StreamBatches:
         step = self.micro_batch * self.world_size  # stream positions consumed per micro-batch, all processes
         position = self.start + self.rank * self.micro_batch
         while True:
-            yield [self.stream.item(p) for p in range(position, position + self.micro_batch)]
+            rows, flips = self.stream.positions(position, self.micro_batch)
+            yield list(zip(rows.tolist(), flips.tolist()))
             position += step
 
 

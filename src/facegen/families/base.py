@@ -25,9 +25,9 @@ from facegen.utils import FacegenError
 
 
 class Diverged(FacegenError):
-    """Training has diverged (e.g. a GAN critic loss past its bound). A loss raises it before
-    backward; the loop treats it like a NaN loss: it stops with this message and keeps the
-    last good checkpoint."""
+    """Training has diverged (a NaN loss, or e.g. a GAN critic loss past its Phase.loss_bound).
+    The loop checks at log steps and before every checkpoint: it stops with this message and
+    keeps the last good checkpoint."""
 
 
 @dataclass
@@ -38,6 +38,10 @@ class Phase:
     repeats: int = 1                            # runs per training step (n_critic for WGAN's "D")
     grad_clip: float | None = None              # max grad norm; None = the config's value
     after_step: Callable[[], None] | None = None  # e.g. WGAN weight clipping, after optimizer.step()
+    # Divergence guard: training stops (Diverged) once |loss| of a step passed this bound. The loop
+    # keeps the worst |loss| on the device and reads it only at log steps and before a checkpoint.
+    loss_bound: float | None = None
+    bound_key: str = "loss_bound"               # the config key that sets the bound, for the message
 
 
 class Loss(Protocol):

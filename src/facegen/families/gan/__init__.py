@@ -72,12 +72,12 @@ class GanFamily:
             G = make_generator(**o.generator_kwargs(resolution))
             D = make_discriminator(o.d_arch, resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
             loss = GanLoss(o.objective, o.z_dim, o.gp_lambda, o.r1_gamma, o.l2_lambda,
-                           diff_augment(o.augment) if o.augment else None, o.diverge_above)
+                           diff_augment(o.augment) if o.augment else None)
         except ValueError as e:
             raise FacegenError(f"gan config: {e}") from None
         phases = [
             Phase("D", ["D"], self._optimizer(o, cfg, D.parameters(), o.d_lr), repeats=o.n_critic,
-                  after_step=clip_weights(D, o.clip) if o.clip else None),
+                  after_step=clip_weights(D, o.clip) if o.clip else None, loss_bound=o.diverge_above, bound_key="model.diverge_above"),
             Phase("G", ["G"], self._optimizer(o, cfg, G.parameters(), o.g_lr)),
         ]
         return Built(nets={"G": G, "D": D}, phases=phases, loss=loss, ema=["G"])

@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegen.families.base import Diverged
-
 OBJECTIVES = ("nonsaturating", "wgan", "hinge")
 
 
@@ -85,14 +83,12 @@ class GanLoss:
         r1_gamma: float = 0.0,            # R1 weight gamma (loss += gamma/2 * R1); 0 = off
         l2_lambda: float = 0.0,           # L2 weight penalty on the phase's net (0.02); 0 = off
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,  # DiffAugment, applied to every D input
-        diverge_above: float | None = None,  # |loss_D| above this raises Diverged; None = no bound
     ):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown GAN objective {objective!r}; use one of {OBJECTIVES}")
         self.objective, self.z_dim = objective, z_dim
         self.gp_lambda, self.r1_gamma, self.l2_lambda = gp_lambda, r1_gamma, l2_lambda
         self.augment = augment or (lambda x: x)
-        self.diverge_above = diverge_above
 
     def __call__(self, phase: str, nets: dict[str, nn.Module], images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         G, D = nets["G"], nets["D"]
@@ -107,11 +103,9 @@ class GanLoss:
         real_score, fake_score = D(self.augment(images)), D(self.augment(fake))
         loss = {"nonsaturating": d_nonsaturating, "wgan": wgan_critic, "hinge": hinge_critic}[self.objective](real_score, fake_score)
         # The loop logs the total as loss_D; the mean scores show the balance (for WGAN,
-        # score_real - score_fake is the Wasserstein estimate). Tensors: no sync per step.
+        # score_real - score_fake is the Wasserstein estimate). Tensors: no sync per step; the
+        # divergence bound (model.diverge_above) is the loop's Phase.loss_bound, checked at log steps.
         logs = {"score_real": real_score.detach().mean(), "score_fake": fake_score.detach().mean()}
-        if self.diverge_above is not None and not loss.detach().mean().abs() <= self.diverge_above:
-            raise Diverged(f"critic loss {loss.detach().mean().item():.3g} is past the bound {self.diverge_above:g} "
-                           f"(model.diverge_above): lower the learning rate or raise the bound")
         if self.gp_lambda:
             gp = gradient_penalty(D, images, fake)
             loss, logs["gp"] = loss + self.gp_lambda * gp, gp.detach().mean()
