@@ -51,6 +51,7 @@ CPU_PRESETS = {  # tiny sizes: what is left is host overhead
     "ddpm-tiny16": ("ddpm-tiny32", ["resolution=16", "model.block_out_channels=[8,16]", "model.layers_per_block=1",
                                     "model.attention_resolutions=[]", "batch_size=8", "threads=1"]),
 }
+DEFAULT_THREADS = torch.get_num_threads()
 # Dense bf16 tensor-core peaks from the datasheets (FLOP/s), by device name.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
@@ -217,8 +218,8 @@ def data_path(store: FaceStore, micro_batch: int, seconds: float) -> dict:
     faces = device_faces(store, torch.device("cpu"), budget=1.0)
     load_s = time.perf_counter() - start
     loader = DataLoader(FlippedFaces(FaceDataset(store, "train")), batch_sampler=StreamBatches(FaceStream(n, 0, True), micro_batch))
-    held = rate(DeviceBatches(faces, FaceStream(n, 0, True), micro_batch))
     streamed = rate(loader)
+    held = rate(DeviceBatches(faces, FaceStream(n, 0, True), micro_batch))
     return {"faces": n, "resolution": store.resolution, "micro_batch": micro_batch, "device_img_per_s": held,
             "dataloader_img_per_s": streamed, "ratio": held / streamed, "copy_to_memory_s": load_s}
 
@@ -270,6 +271,7 @@ def main() -> None:
             for name, (preset, overrides) in presets.items():
                 record["presets"][name] = bench_preset(name, preset, overrides, stores, root, args.steps or 30, args.rounds or 7, False)
             store = stores.get(64) or synthetic_store(root, 64, 8192)
+            torch.set_num_threads(DEFAULT_THREADS)  # the tiny presets set 1 thread
             record["data_path"] = data_path(store, 64, args.seconds)
             print(json.dumps({"data_path": record["data_path"]}), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

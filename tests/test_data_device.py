@@ -48,8 +48,9 @@ def loader_batches(store: FaceStore, stream: FaceStream, m: int, start: int, ran
     return [b for b, _ in zip(loader, range(count))]
 
 
-def device_batches(store: FaceStore, stream: FaceStream, m: int, start: int, rank: int, world: int, count: int) -> list:
-    faces = device_faces(store, torch.device("cpu"), budget=1.0)
+def device_batches(store: FaceStore, stream: FaceStream, m: int, start: int, rank: int, world: int, count: int,
+                   channels_last: bool = False) -> list:
+    faces = device_faces(store, torch.device("cpu"), budget=1.0, channels_last=channels_last)
     return [b for b, _ in zip(DeviceBatches(faces, stream, m, start, rank, world), range(count))]
 
 
@@ -68,6 +69,10 @@ def test_device_batches_equal_the_dataloaders(stores, sharded, world, start):
             assert torch.equal(a, b), (rank, k)
     flips = FaceStream(30, 7, True).positions(0, 30)[1]
     assert 0 < flips.sum() < 30  # flips happen, and not always
+    # held channels_last (the CUDA default), the batches are the same values in that memory format
+    last = device_batches(store, FaceStream(30, 7, True, shards, shard_block(6, shards)), 6, start, 0, 1, 5, channels_last=True)
+    plain = device_batches(store, FaceStream(30, 7, True, shards, shard_block(6, shards)), 6, start, 0, 1, 5)
+    assert all(torch.equal(a, b) and a.is_contiguous(memory_format=torch.channels_last) and b.is_contiguous() for a, b in zip(last, plain))
 
 
 def test_the_chunked_copy_of_rows_does_not_change_the_order(stores, monkeypatch):
@@ -96,7 +101,8 @@ def test_training_on_device_faces_is_the_dataloaders_training(stores, tmp_path):
             assert torch.equal(load_file(b / "nets" / f"{net}.safetensors")[key], value), (net, key)
     # a split past the budget (or a budget of 0) is left to the DataLoader
     assert device_faces(store, torch.device("cpu"), budget=1e-12) is None and device_faces(store, torch.device("cpu"), 0) is None
-    assert device_faces(store, torch.device("cpu"), budget=0.25).shape == (30, 16, 16, 3)
+    assert device_faces(store, torch.device("cpu"), budget=0.25).shape == (60, 3, 16, 16)  # and their mirror images
+    assert device_faces(store, torch.device("cpu"), budget=0.25, hflip=False).shape == (30, 3, 16, 16)
 
 
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")

@@ -224,10 +224,10 @@ class Loop:
         shards = store.shard_sizes("train") if len(dataset) == len(store) else [len(dataset)]
         stream = FaceStream(len(dataset), self.cfg["seed"], self.cfg["hflip"], shards, shard_block(m * world, shards))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        faces = None if own is not None else device_faces(store, acc.device, self.cfg["data_on_device"])
+        faces = None if own is not None else device_faces(store, acc.device, self.cfg["data_on_device"], self.cfg["hflip"], self.channels_last)
         self.data_path = "device" if faces is not None else "dataloader"
         if faces is not None:
-            for batch in DeviceBatches(faces, stream, m, self.position, acc.process_index, world, memory_format):
+            for batch in DeviceBatches(faces, stream, m, self.position, acc.process_index, world):
                 self.position += m * world
                 yield batch
         sampler = StreamBatches(stream, m, self.position, acc.process_index, world)
