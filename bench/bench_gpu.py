@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegen.config import load_config, on_cuda
+from facegen.config import load_config, on_device
 from facegen.data.store import FaceStore, write_store
 from facegen.train import Loop, seed_everything, use_fused
 
@@ -52,6 +52,10 @@ CPU_PRESETS = {  # tiny sizes: what is left is host overhead
                                     "model.attention_resolutions=[]", "batch_size=8", "threads=1"]),
 }
 DEFAULT_THREADS = torch.get_num_threads()
+CPU_OPTION_PRESETS = {  # the CPU presets at their own size, to choose the CPU defaults
+    "dcgan-tiny32": ("dcgan-tiny32", ["batch_size=32"]),
+    "ddpm-tiny32": ("ddpm-tiny32", ["batch_size=16"]),
+}
 # Dense bf16 tensor-core peaks from the datasheets (FLOP/s), by device name.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 
@@ -184,7 +188,7 @@ def bench_preset(name: str, preset: str, overrides: list[str], stores: dict, roo
         torch.cuda.reset_peak_memory_stats(device)
     result = {"preset": preset, "overrides": overrides, "batch_size": loop.cfg["batch_size"], "data_path": loop.data_path,
               "mixed_precision": loop.accelerator.mixed_precision, "channels_last": loop.channels_last,
-              "fused_optimizer": on_cuda(loop.cfg, "fused_optimizer", device.type == "cuda"), "compile": on_cuda(loop.cfg, "compile", device.type == "cuda"),
+              "fused_optimizer": on_device(loop.cfg, "fused_optimizer", device.type == "cuda"), "compile": on_device(loop.cfg, "compile", device.type == "cuda"),
               "steps_per_round": steps, "rounds": rounds, **interleaved(loop, bare, steps, rounds)}
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -193,6 +197,34 @@ def bench_preset(name: str, preset: str, overrides: list[str], stores: dict, roo
         result["flop_per_step"] = per_step
         result["model_flop_per_s"] = per_step * result["img_per_s"] / loop.cfg["batch_size"]
     print(json.dumps({name: result}), flush=True)
+    return result
+
+
+def option_speedups(stores: dict, root: Path, steps: int, rounds: int) -> dict:
+    """On this device, img/s with each of channels_last and fused_optimizer on against off (the
+    rest at the device's defaults), interleaved in rounds: what the `auto` defaults rest on."""
+    result = {}
+    for name, (preset, overrides) in CPU_OPTION_PRESETS.items():
+        for option in ("channels_last", "fused_optimizer"):
+            seed_everything(0)
+            size = load_config(preset, overrides)["resolution"]
+            if size not in stores:
+                stores[size] = synthetic_store(root, size, 4096)
+            loops = {value: build_loop(preset, overrides + [f"{option}={value}"], stores[size], root / f"opt-{name}-{option}-{value}")
+                     for value in ("true", "false")}
+            times = {value: [] for value in loops}
+            for loop in loops.values():
+                loop.train_step()
+            for _ in range(rounds):
+                for value, loop in loops.items():
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        loop.train_step()
+                    times[value].append(time.perf_counter() - start)
+            result[f"{name}:{option}"] = {"on_over_off_img_per_s": statistics.median(times["false"]) / statistics.median(times["true"]),
+                                          "on_step_ms": 1000 * statistics.median(times["true"]) / steps,
+                                          "off_step_ms": 1000 * statistics.median(times["false"]) / steps}
+            print(json.dumps({f"{name}:{option}": result[f"{name}:{option}"]}), flush=True)
     return result
 
 
@@ -233,6 +265,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per round")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per data-path measurement")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every preset, e.g. compile=false")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.cpu
@@ -250,7 +283,7 @@ def main() -> None:
             presets = {k: v for k, v in GPU_PRESETS.items() if not args.only or k in args.only.split(",")}
             for name, (preset, overrides) in presets.items():
                 try:
-                    r = bench_preset(name, preset, overrides + ["mixed_precision=auto"], stores, root, args.steps or 20, args.rounds or 3, True)
+                    r = bench_preset(name, preset, overrides + args.set, stores, root, args.steps or 20, args.rounds or 3, True)
                 except torch.cuda.OutOfMemoryError as e:
                     r = {"error": f"out of memory: {str(e).splitlines()[0]}"}
                 if "model_flop_per_s" in r:
@@ -261,7 +294,7 @@ def main() -> None:
             for batch in (args.batches.split(",") if args.batches else []):
                 name = f"gan-resnet64-gpu@{batch}"
                 try:
-                    record["presets"][name] = bench_preset(name, "gan-resnet64-gpu", [f"batch_size={batch}"], stores, root,
+                    record["presets"][name] = bench_preset(name, "gan-resnet64-gpu", [f"batch_size={batch}", *args.set], stores, root,
                                                            args.steps or 20, args.rounds or 3, False)
                 except torch.cuda.OutOfMemoryError as e:
                     record["presets"][name] = {"error": f"out of memory: {str(e).splitlines()[0]}"}
@@ -269,9 +302,12 @@ def main() -> None:
         else:
             presets = {k: v for k, v in CPU_PRESETS.items() if not args.only or k in args.only.split(",")}
             for name, (preset, overrides) in presets.items():
-                record["presets"][name] = bench_preset(name, preset, overrides, stores, root, args.steps or 30, args.rounds or 7, False)
-            store = stores.get(64) or synthetic_store(root, 64, 8192)
+                record["presets"][name] = bench_preset(name, preset, overrides + args.set, stores, root, args.steps or 30, args.rounds or 7, False)
             torch.set_num_threads(DEFAULT_THREADS)  # the tiny presets set 1 thread
+            if not args.only:
+                record["cpu_options"] = option_speedups(stores, root, args.steps or 30, 3)
+            torch.set_num_threads(DEFAULT_THREADS)
+            store = stores.get(64) or synthetic_store(root, 64, 8192)
             record["data_path"] = data_path(store, 64, args.seconds)
             print(json.dumps({"data_path": record["data_path"]}), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

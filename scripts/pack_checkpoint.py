@@ -1,6 +1,6 @@
 """Move a training checkpoint through a channel with a file-size limit: pack it into parts, unpack it into a run.
 
-    python scripts/pack_checkpoint.py pack runs/x/checkpoints/step-006000 --out pack --part-mib 16
+    python scripts/pack_checkpoint.py pack runs/x/checkpoints/step-006000 --out pack --part-mib 16 [--half]
     python scripts/pack_checkpoint.py unpack pack --run runs/x      # then: facegen train ... --out runs/x --resume
 
 The optimizer state stays behind unless --optimizers (it is twice the trained weights; the
@@ -27,6 +27,7 @@ def main() -> None:
     pack.add_argument("--out", type=Path, required=True)
     pack.add_argument("--part-mib", type=float, default=16)
     pack.add_argument("--optimizers", action="store_true", help="keep the optimizer state (exact resume, about 3x the bytes)")
+    pack.add_argument("--half", action="store_true", help="weights and EMA as float16 (half the bytes; unpack restores float32)")
     unpack = verbs.add_parser("unpack", help="parts + manifest -> RUN/checkpoints/step-XXXXXX")
     unpack.add_argument("pack", type=Path)
     unpack.add_argument("--run", type=Path, required=True)
@@ -34,7 +35,7 @@ def main() -> None:
     try:
         if args.verb == "pack":
             folder = latest_checkpoint(args.checkpoint / "checkpoints") or args.checkpoint
-            parts = pack_checkpoint(folder, args.out, args.part_mib, args.optimizers)
+            parts = pack_checkpoint(folder, args.out, args.part_mib, args.optimizers, args.half)
             print(f"{folder} -> {len(parts)} parts in {args.out} ({sum(p.stat().st_size for p in parts) / 2**20:.1f} MiB)")
         else:
             print(f"unpacked {unpack_checkpoint(args.pack, args.run / 'checkpoints')}")

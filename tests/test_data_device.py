@@ -144,3 +144,18 @@ def test_tensor_reads_do_not_grow_with_the_steps_between_logs(stores, tmp_path, 
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [steps]
     assert counts[4] == counts[12] and counts[4] > 0, counts
+
+
+def test_compiled_phase_losses_train_and_export(stores, tmp_path):
+    """compile=true (the CUDA default) on the CPU: each phase's forward and loss is compiled (graphs
+    captured), training runs, its losses stay finite and the model is exported."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    run = tmp_path / "compiled"
+    train("dcgan-tiny32", stores[0].path, run, GAN + ["compile=true", "log_every=1", "model.objective=hinge", "model.spectral_norm=true",
+                                                      "model.augment=[color,translation]"], steps=3)
+    assert counters["stats"]["unique_graphs"] >= 2  # at least the D and the G phase
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss_D"]) and np.isfinite(r["loss_G"]) for r in rows)
+    assert (run / "model" / "generator.safetensors").is_file()

@@ -305,7 +305,8 @@ def _read_as_process(args) -> tuple[list, set]:
     stream = FaceStream(len(dataset), 0, True, shards, shard_block(per_step, shards))
     loader = DataLoader(dataset, batch_sampler=StreamBatches(stream, per_step // world, rank=rank, world_size=world))
     batches = [b.numpy() for b, _ in zip(loader, range(steps))]
-    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "shard-" in line}
+    # only this store's files: a forked worker also shows whatever its parent (other tests) still maps
+    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "shard-" in line and str(path) in line}
     return batches, {Path(m).parent.name for m in mapped}
 
 

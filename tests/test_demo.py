@@ -54,6 +54,36 @@ def test_demo_scores_against_shipped_reference(tiny_gan_model, tmp_path, monkeyp
     assert "KID" in (tmp_path / "demo" / "report.html").read_text()
 
 
+def test_demo_scores_with_the_protocol_of_facegen_eval(tiny_gan_model, tmp_path, monkeypatch):
+    """The demo's KID and precision/recall are `facegen eval`'s (the metric registry): 100 KID
+    subsets and precision/recall on equal counts (24 of each here, not 24 against 40, which
+    shrinks recall), recorded in demo.json."""
+    import facegen.metrics.inception as inception
+    from facegen.evaluate import distribution_metrics
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gan_model, model)
+    projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 64)).astype(np.float32)
+
+    def features(images, **_):
+        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) @ projection / 255
+
+    monkeypatch.setattr(inception, "extract_features", features)
+    reference = features(np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3))).astype(np.float16)
+    np.savez(model / REFERENCE_FEATURES, features=reference, what="random pictures", rows="spread",
+             network=inception.network_hash(), resize=inception.resize_mode())
+
+    r = run_demo(tmp_path / "demo", n_eval=24, n_grid=16, model=model, progress=False)
+    d = r["distribution"]
+    assert d["metrics"]["kid"]["subsets"] == 100 and d["metrics"]["recall"]["n_compared_each"] == 24
+    assert d["reference_rows"] == "spread"
+    images = np.stack([np.asarray(Image.open(tmp_path / "demo" / "samples" / f"seed{s:06d}.png")) for s in range(24)])
+    by_eval = distribution_metrics(["kid", "pr"], features(images), reference.astype(np.float32))
+    assert (d["kid"], d["kid_std"], d["recall"]) == (by_eval["kid"]["value"], by_eval["kid"]["std"], by_eval["recall"]["value"])
+    saved = json.loads((tmp_path / "demo" / "demo.json").read_text())["distribution"]["metrics"]
+    assert saved["precision"]["k"] == 3 and saved["kid"]["subset_seed"] == 0
+
+
 @pytest.mark.parametrize("stale", [{"resize": "uint8 RGB PIL bicubic"}, {"network": "0123abcd"}, {}])
 def test_demo_refuses_reference_features_of_another_resize_or_network(tiny_gan_model, tmp_path, stale):
     """Features from another resize (or network, or unrecorded) are not comparable: a one-line

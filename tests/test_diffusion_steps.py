@@ -12,7 +12,7 @@ from facegen import sample
 from facegen.families import Built, get_family
 from facegen.families.ddpm import DiffusionOptions
 from facegen.families.ddpm.networks import make_scheduler
-from facegen.families.ddpm.sampler import make_sampler
+from facegen.families.ddpm.sampler import SCHEDULERS, make_sampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,3 +95,30 @@ def test_few_step_ddim_starts_from_pure_noise(steps):
     # Equal strides, and the last step lands on alpha_bar = 1 (t - stride < 0).
     strides = {a - b for a, b in zip(timesteps, timesteps[1:])}
     assert max(strides) - min(strides) <= 1 and timesteps[-1] - 1000 // steps < 0
+
+
+# ---- issue 26: every sampler of the registry starts from pure noise ------------------------
+
+
+def test_ten_step_ancestral_ddpm_visits_the_last_training_timestep():
+    scheduler = make_sampler("ddpm", make_scheduler(DiffusionOptions()).config)
+    scheduler.set_timesteps(10)
+    timesteps = scheduler.timesteps.tolist()
+    assert len(timesteps) == 10 and timesteps[0] == 999  # of 1000: x_T is pure noise, not partly denoised
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_sampler_of_the_registry_spaces_its_steps_trailing(name):
+    scheduler = make_sampler(name, make_scheduler(DiffusionOptions()).config)
+    assert scheduler.config.timestep_spacing == "trailing"
+    scheduler.set_timesteps(10)
+    assert int(scheduler.timesteps[0]) == 999
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_no_sampler_of_the_latent_family_clamps_or_thresholds(tiny_ldm_run, name):
+    generator = sample.load_generator(tiny_ldm_run, "cpu")
+    scheduler = make_sampler(name, generator.scheduler_config)
+    for key in ("clip_sample", "thresholding"):
+        if key in scheduler.config:
+            assert scheduler.config[key] is False, key

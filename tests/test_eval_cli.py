@@ -129,7 +129,8 @@ def test_compare_groups_seeds_and_marks_incomparable(sets, facegen, tmp_path):
     table = (tmp_path / "table.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     assert "| 2 | 15.00 ± 7.07 |" in rows["ddpm"]  # KID x1e3: mean and sample std of 10 and 20
-    assert "60.00 ± 14.14†" in rows["gan"]         # one gan report used 99 samples: not comparable
+    assert "| 50.00 / 70.00†1 |" in rows["gan"]    # one gan report used 99 samples: not comparable, not averaged in
+    assert "- †1 not comparable with the rest of its column: 99 generated pictures (column: 13)." in table
     assert "not comparable" in table and "ddpm" in done.stdout
     # the face check is per picture: its note names no reference set
     assert "one face: share of 13 generated pictures" in table and "training split" not in table

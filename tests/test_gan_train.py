@@ -130,6 +130,35 @@ def test_a_packed_checkpoint_crosses_a_file_size_limit_and_resumes(celeba_store3
     assert any(not torch.equal(trained[k], packed[k]) for k in packed)
 
 
+def test_a_half_precision_pack_is_half_the_bytes_and_resumes_in_float32(celeba_store32, tmp_path):
+    from safetensors.torch import load_file
+
+    from facegen.checkpoint import pack_checkpoint, unpack_checkpoint
+
+    run = tmp_path / "run"
+    train("dcgan-tiny32", celeba_store32.path, run, FAST, steps=2)
+    source = latest_checkpoint(run / "checkpoints")
+    full = pack_checkpoint(source, tmp_path / "full", part_mib=16)
+    half = pack_checkpoint(source, tmp_path / "half", part_mib=16, half=True)
+    assert sum(p.stat().st_size for p in half) < 0.6 * sum(p.stat().st_size for p in full)
+    copy = unpack_checkpoint(tmp_path / "half", tmp_path / "to" / "checkpoints")
+    for net in ("G", "D"):
+        a, b = load_file(source / "nets" / f"{net}.safetensors"), load_file(copy / "nets" / f"{net}.safetensors")
+        for key, value in a.items():
+            assert b[key].dtype == value.dtype  # float32 again (and integer buffers untouched)
+            torch.testing.assert_close(b[key], value, rtol=2**-10, atol=1e-7, msg=f"{net}.{key}")
+    ema_a = torch.load(source / "ema" / "G.pt", weights_only=True)
+    ema_b = torch.load(copy / "ema" / "G.pt", weights_only=True)
+    assert ema_b["optimization_step"] == ema_a["optimization_step"]
+    assert all(y.dtype == torch.float32 and torch.allclose(x, y, rtol=2**-10, atol=1e-7) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
+    import shutil
+
+    shutil.copytree(run, tmp_path / "cont", ignore=shutil.ignore_patterns("checkpoints"))
+    unpack_checkpoint(tmp_path / "half", tmp_path / "cont" / "checkpoints")
+    train("dcgan-tiny32", celeba_store32.path, tmp_path / "cont", [], steps=3, resume=True)
+    assert json.loads((latest_checkpoint(tmp_path / "cont" / "checkpoints") / "state.json").read_text())["step"] == 3
+
+
 def test_unpacking_refuses_missing_or_damaged_parts(celeba_store32, tmp_path):
     from facegen.checkpoint import pack_checkpoint, unpack_checkpoint
     from facegen.utils import FacegenError

@@ -174,8 +174,8 @@ def test_precision_recall_compare_equal_counts_whatever_the_set_sizes():
 
 def test_a_store_subset_is_spread_over_the_split_not_its_first_rows(tmp_path):
     # A merged store lists its first source first: the first n rows would all be that source.
-    from facegen.data.store import write_store
-    from facegen.evaluate import open_source, spread_rows
+    from facegen.data.store import spread_rows, write_store
+    from facegen.evaluate import open_source
 
     assert spread_rows(10, 5).tolist() == [0, 2, 4, 6, 8]
     rows = spread_rows(27_981, 10_000)

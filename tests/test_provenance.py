@@ -135,3 +135,60 @@ def test_sweep_samples_again_when_the_model_changed(celeba_store32, tiny_gan_mod
     sweep(twin_gan, celeba_store32.path, [1], n=3, out=out, metrics="faces", progress=False)
     twin = sample.load_generator(twin_gan, "cpu")
     assert np.array_equal(np.stack(faces(out / "guidance-1" / "samples", range(3))), sample.generate(twin, range(3)))
+
+
+# ---- issue 26: the batch size and the device are part of a folder's recipe ------------------
+
+
+class OnAnotherDevice:
+    """The real generator, reporting that it runs on the second GPU (its faces are the CPU's here)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def info(self):
+        return {**self.inner.info(), "device": "cuda:1"}
+
+
+def test_the_record_names_the_sampling_code_the_batch_size_and_the_device(tiny_ddpm, tmp_path):
+    import tomllib
+    from pathlib import Path
+
+    import facegen
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert facegen.__version__ == pyproject["project"]["version"] == "0.2.0"
+    out = tmp_path / "faces"
+    sample.sample_to_folder(tiny_ddpm, range(2), out, batch_size=2, show_progress=False)
+    record = sample.read_record(out)
+    assert (record["facegen"], record["batch_size"], record["device"]) == ("0.2.0", 2, "cpu")
+
+
+def test_a_folder_refuses_another_batch_size_naming_the_one_to_keep(tiny_ddpm, tmp_path):
+    """A batch of another shape may round a face by one grey level (docs/training.md): not the same recipe."""
+    out = tmp_path / "faces"
+    sample.sample_to_folder(tiny_ddpm, range(2), out, batch_size=2, show_progress=False)
+    with pytest.raises(FacegenError) as refused:
+        sample.sample_to_folder(tiny_ddpm, range(4), out, batch_size=1, show_progress=False)
+    message = str(refused.value)
+    assert "batch_size 2, not 1" in message and "--batch 2" in message and "\n" not in message
+    assert sorted(p.name for p in out.glob("seed*.png")) == ["seed000000.png", "seed000001.png"]
+    kept = sample.sample_to_folder(tiny_ddpm, range(4), out, batch_size=2, show_progress=False)
+    assert (kept["written"], kept["skipped"]) == (2, 2)
+
+
+def test_a_folder_refuses_faces_of_another_device(tiny_ddpm, tmp_path):
+    out = tmp_path / "faces"
+    generator = sample.load_generator(tiny_ddpm, "cpu")
+    sample.sample_to_folder(generator, range(2), out, batch_size=2, show_progress=False)
+    with pytest.raises(FacegenError) as refused:
+        sample.sample_to_folder(OnAnotherDevice(generator), range(4), out, batch_size=2, show_progress=False)
+    message = str(refused.value)
+    assert "device cpu, not cuda" in message and "on cpu" in message and "\n" not in message
+    # Which GPU of a machine does not matter (each process of a launch samples on its own).
+    other = tmp_path / "gpu"
+    sample.sample_to_folder(OnAnotherDevice(generator), range(2), other, batch_size=2, show_progress=False)
+    assert sample.read_record(other)["device"] == "cuda"

@@ -184,3 +184,28 @@ def test_bad_options_are_refused(tiny_sd):
 def test_8bit_adam_without_bitsandbytes_says_how_to_get_it(tiny_sd):
     with pytest.raises(FacegenError, match="adamw8bit needs bitsandbytes: `pip install bitsandbytes`"):
         get_family("sd").build(sd_config(tiny_sd, optimizer="adamw8bit"), 32)
+
+
+# ---- issue 26: latents are never clamped, whatever the sampler ---------------------------
+
+
+@pytest.mark.parametrize("sampler", ["default", "pndm", "ddim", "ddpm", "dpm++", "unipc", "euler-a"])
+def test_every_sampler_leaves_latents_unclamped(tiny_sd, sampler):
+    """SD's scheduler config (PNDM's) has no clip_sample key, and diffusers' DDIM and DDPM then
+    default it to true: they clamped each step's predicted latent z_0 to [-1, 1]."""
+    from facegen.families.sd.networks import load_tokenizer_and_scheduler
+    from facegen.families.sd.sampler import SAMPLERS, make_scheduler
+
+    assert sampler in SAMPLERS
+    _, scheduler_config = load_tokenizer_and_scheduler(str(tiny_sd))
+    scheduler = make_scheduler(scheduler_config, sampler)
+    for key in ("clip_sample", "thresholding"):
+        if key in scheduler.config:
+            assert scheduler.config[key] is False, key
+    if sampler in ("ddim", "ddpm"):
+        # One step from x_t whose predicted z_0 is 2.5 (epsilon = 0) lands on about 2.5, not 1.
+        scheduler.set_timesteps(1)
+        t = scheduler.timesteps[0]
+        x_t = torch.full((1, 4, 4, 4), 2.5) * scheduler.alphas_cumprod[t].sqrt()
+        z_0 = scheduler.step(torch.zeros_like(x_t), t, x_t, generator=torch.Generator().manual_seed(0)).prev_sample
+        assert z_0.min() > 2.4

@@ -73,13 +73,52 @@ def test_same_seed_same_bytes_across_servers_and_different_seeds_differ(client, 
     assert not np.array_equal(pixels(other.content), image)
 
 
-def test_seeded_faces_are_immutable_with_etag_and_304(client):
+def test_seeded_faces_have_an_etag_and_304(client):
     r = client.get("/face.png?seed=11")
-    assert "immutable" in r.headers["cache-control"] and "max-age=" in r.headers["cache-control"]
     etag = r.headers["etag"]
     assert client.get("/face.png?seed=12").headers["etag"] != etag
     not_modified = client.get("/face.png?seed=11", headers={"If-None-Match": etag})
     assert not_modified.status_code == 304 and not_modified.content == b""
+
+
+def test_only_the_url_naming_the_model_version_is_immutable(client):
+    tag = client.get("/info").json()["model_tag"]
+    plain, versioned = client.get("/face.png?seed=11"), client.get(f"/face.png?seed=11&v={tag}")
+    assert versioned.content == plain.content and versioned.headers["etag"] == plain.headers["etag"]
+    assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "immutable" not in plain.headers["cache-control"] and "no-cache" in plain.headers["cache-control"]
+    other = client.get("/face.png?seed=11&v=0123456789ab")  # another model's version: revalidated, never kept
+    assert other.status_code == 200 and "immutable" not in other.headers["cache-control"]
+    morph = client.get("/morph.gif?from=1&to=2&frames=2"), client.get(f"/morph.gif?from=1&to=2&frames=2&v={tag}")
+    assert "immutable" not in morph[0].headers["cache-control"] and "immutable" in morph[1].headers["cache-control"]
+
+
+def test_a_plain_face_url_shows_the_new_face_once_the_weights_change(tiny_gan_model, tmp_path):
+    """The model folder behind the address is retrained (its weights replaced) and the server
+    restarted: a browser holding the old face of /face.png?seed=3 must get the new one."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from facegen.sample import load_generator
+
+    folder = tmp_path / "served"
+    shutil.copytree(tiny_gan_model, folder)
+    with TestClient(create_app(load_generator(folder, "cpu"))) as c:
+        before = c.get("/face.png?seed=3")
+        old_tag = c.get("/info").json()["model_tag"]
+    assert "immutable" not in before.headers["cache-control"]  # else the browser never asks again
+
+    weights = load_file(folder / "generator.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim > 1)
+    save_file({**weights, name: weights[name] * 1.5}, folder / "generator.safetensors")
+    with TestClient(create_app(load_generator(folder, "cpu"))) as c:
+        after = c.get("/face.png?seed=3", headers={"If-None-Match": before.headers["etag"]})  # the browser revalidates
+        stale = c.get(f"/face.png?seed=3&v={old_tag}")
+        new_tag = c.get("/info").json()["model_tag"]
+    assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+    assert not np.array_equal(pixels(after.content), pixels(before.content))
+    assert new_tag != old_tag and "immutable" not in stale.headers["cache-control"]
 
 
 def test_etag_and_page_tag_change_with_the_weights(tiny_gan_model, generator, tmp_path):
@@ -123,7 +162,7 @@ def test_size_resizes(client):
 
 def test_morph_gif_walks_there_and_back(client):
     r = client.get("/morph.gif?from=1&to=2&frames=4&size=40")
-    assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and "immutable" in r.headers["cache-control"]
+    assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and "etag" in r.headers
     gif = Image.open(io.BytesIO(r.content))
     assert gif.size == (40, 40) and gif.n_frames == 6  # 4 frames forward, 2 back (ends not repeated)
     gif.seek(0)

@@ -120,3 +120,121 @@ def test_resume_with_the_same_preset_and_store_continues(trained_run, celeba_sto
     done = facegen("train", "dcgan-tiny32", "--data", celeba_store32.path, "--out", trained_run, "--resume", "--steps", "2")
     assert done.returncode == 0, done.stderr
     assert (trained_run / "checkpoints" / "step-000002").is_dir()
+
+
+# ---- issue 26: model values are range-checked when the config is read ---------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.num_train_timesteps=-5", "model.num_train_timesteps must be a positive integer, got -5"),
+    ("model.dropout=-3", "model.dropout must be a number in [0, 1), got -3"),
+    ("model.layers_per_block=0", "model.layers_per_block must be a positive integer, got 0"),
+    ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
+    ("model.snr_gamma=-1", "model.snr_gamma must be a number > 0 or null, got -1"),
+    ("model.sample_steps=0", "model.sample_steps must be a positive integer, got 0"),
+    ("sample_options={sampler: ddim, stpes: 5}", "unknown sample_options key stpes for family 'ddpm'; known: eta, psi, sampler, steps"),
+])
+def test_out_of_range_values_are_refused_by_the_cli_in_one_line(override, message, facegen, tmp_path):
+    done = facegen("train", "ddpm-tiny32", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32: ") and message in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family, override, message", [
+    ("ddpm", "model.dropout=1", "model.dropout must be a number in [0, 1), got 1"),
+    ("ddpm", "model.block_out_channels=[]", "model.block_out_channels must be a non-empty list of positive integers, got []"),
+    ("ddpm", "model.block_out_channels=[16, 0]", "model.block_out_channels must be a non-empty list of positive integers"),
+    ("ddpm", "model.attention_resolutions=[-8]", "model.attention_resolutions must be a list of positive integers"),
+    ("ddpm", "model.attention_head_dim=0", "model.attention_head_dim must be a positive integer"),
+    ("ddpm", "model.norm_num_groups=0", "model.norm_num_groups must be a positive integer or null"),
+    ("ddpm", "model.beta_start=0", "model.beta_start must be a number in (0, 1)"),
+    ("ddpm", "model.beta_end=1.5", "model.beta_end must be a number in (0, 1)"),
+    ("ddpm", "model.beta_start=0.05", "model.beta_start must be below model.beta_end (0 < beta_start < beta_end < 1), got 0.05 and 0.02"),
+    ("ddpm", "model.snr_gamma=0", "model.snr_gamma must be a number > 0 or null"),
+    ("ddpm", "model.sample_steps=2000", "model.sample_steps must be at most model.num_train_timesteps (1000), got 2000"),
+    ("ddpm", "sample_options={steps: 1001}", "sample_options.steps must be at most model.num_train_timesteps (1000), got 1001"),
+    ("ddpm", "sample_options={eta: 2}", "sample_options.eta must be a number in [0, 1], got 2"),
+    ("ddpm", "sample_options={psi: 0.7}", "sample_options.psi must be 1 (truncation is for GANs), got 0.7"),
+    ("ldm", "model.num_train_timesteps=0", "model.num_train_timesteps must be a positive integer, got 0"),
+    ("ldm", "model.dropout=-0.1", "model.dropout must be a number in [0, 1)"),
+    ("gan", "model.z_dim=0", "model.z_dim must be a positive integer, got 0"),
+    ("gan", "model.n_critic=0", "model.n_critic must be a positive integer"),
+    ("gan", "model.g_lr=0", "model.g_lr must be a number > 0 or null"),
+    ("gan", "model.d_lr=fast", "model.d_lr must be a number > 0 or null, got 'fast'"),
+    ("gan", "model.clip=-0.01", "model.clip must be a number > 0 or null"),
+    ("gan", "model.gp_lambda=-10", "model.gp_lambda must be a number >= 0, got -10"),
+    ("gan", "model.r1_gamma=-1", "model.r1_gamma must be a number >= 0"),
+    ("gan", "model.l2_lambda=-1", "model.l2_lambda must be a number >= 0"),
+    ("gan", "model.diverge_above=0", "model.diverge_above must be a number > 0 or null"),
+    ("gan", "model.d_max_channels=0", "model.d_max_channels must be a positive integer"),
+    ("gan", "sample_options={steps: 5}", "unknown sample_options key steps for family 'gan'; known: psi"),
+    ("gan", "sample_options={psi: 0}", "sample_options.psi must be a number in (0, 1], got 0"),
+    ("ae", "model.downsample=3", "model.downsample must be a power of 2 (2, 4, 8, ...), got 3"),
+    ("ae", "model.kl_weight=-1", "model.kl_weight must be a number >= 0"),
+    ("ae", "model.disc_start=-1", "model.disc_start must be an integer >= 0"),
+    ("ae", "model.channels=[64, 0, 128]", "model.channels must be a non-empty list of positive integers"),
+    ("ae", "model.eval_images=0", "model.eval_images must be a positive integer"),
+    ("sd", "model.prompt_dropout=1", "model.prompt_dropout must be a number in [0, 1), got 1"),
+    ("sd", "model.lora_rank=-4", "model.lora_rank must be an integer >= 0, got -4"),
+    ("sd", "model.lora_alpha=0", "model.lora_alpha must be a number > 0 or null"),
+    ("sd", "model.guidance_scale=-1", "model.guidance_scale must be a number >= 0"),
+    ("sd", "model.sample_steps=0", "model.sample_steps must be a positive integer"),
+    ("sd", "sample_options={guidance_scale: -2}", "sample_options.guidance_scale must be a number >= 0, got -2"),
+    ("sd", "sample_options={eta: 0.5}", "unknown sample_options key eta for family 'sd'; known: guidance_scale, negative_prompt, prompt, psi, sampler, steps"),
+    ("sd", "sample_options={prompt: 3}", "sample_options.prompt must be a string or null, got 3"),
+])
+def test_every_family_refuses_values_out_of_range_naming_key_range_and_value(family, override, message):
+    with pytest.raises(FacegenError) as refused:
+        load_config({"family": family}, [override])
+    assert str(refused.value).startswith("config: ") and message in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("override", ["seed=4294967296", "seed=1.5", "ema.power=0", "ema.inv_gamma=-1", "ema.update_after_step=-1"])
+def test_common_values_out_of_range_are_refused(override):
+    with pytest.raises(FacegenError, match=override.split("=")[0] + " must be"):
+        load_config("ddpm-tiny32", [override])
+
+
+def test_every_preset_is_in_range():
+    for name in preset_names():
+        load_config(name)
+
+
+def test_the_edges_of_the_ranges_are_allowed():
+    load_config("ddpm-tiny32", ["seed=0", "model.dropout=0", "model.snr_gamma=null", "model.num_train_timesteps=25", "model.sample_steps=25",
+                                "sample_options={sampler: ddim, steps: 25, eta: 1.0, psi: 1}"])
+    load_config({"family": "gan"}, ["model.gp_lambda=0", "model.clip=0.01", "sample_options={psi: 0.5}"])
+    load_config({"family": "sd"}, ["model.lora_rank=0", "model.guidance_scale=1", "sample_options={prompt: a face, negative_prompt: ''}"])
+
+
+def test_every_numeric_model_key_of_every_family_has_a_range():
+    from facegen.families import FAMILIES
+
+    for name, family in FAMILIES.items():
+        options = family.options
+        for key, default in options.defaults().items():
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            numbers = isinstance(default, list) and default and all(isinstance(v, int) for v in default)
+            maybe_number = default is None and any(t in str(options.__dataclass_fields__[key].type) for t in ("int", "float"))
+            if numeric or numbers or maybe_number:
+                assert key in options.RANGES, f"{name}: model.{key} has no range"
+
+
+def test_the_sample_options_a_family_accepts_are_those_its_generator_decodes():
+    """sample_options go to Generator.decode (through facegen.sample.decode_options, which takes psi)."""
+    import inspect
+
+    from facegen.families import FAMILIES
+    from facegen.families.ddpm.generator import DiffusionGenerator
+    from facegen.families.gan.generator import GanGenerator
+    from facegen.families.ldm.generator import LatentGenerator
+    from facegen.families.sd.generator import DEFAULT_OPTIONS
+
+    def decoded(cls):
+        return {p for p in inspect.signature(cls.decode).parameters if p not in ("self", "noise", "seeds", "options")}
+
+    accepted = {name: set(family.options.SAMPLE_OPTIONS) - {"psi"} for name, family in FAMILIES.items()}
+    assert accepted["ddpm"] == decoded(DiffusionGenerator) and accepted["ldm"] == decoded(LatentGenerator)
+    assert accepted["sd"] == set(DEFAULT_OPTIONS) and accepted["gan"] == decoded(GanGenerator) - {"psi"} == set()
+    assert accepted["ae"] == set()  # its grids are reconstructions: nothing to choose

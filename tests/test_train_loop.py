@@ -177,3 +177,33 @@ def test_time_limit_ends_like_a_finished_run_and_resumes(store16, tmp_path, monk
     monkeypatch.undo()
     train("ddpm-tiny32", store16, run, ["time_limit=null"], steps=state["step"] + 2, resume=True)
     assert json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step"] == state["step"] + 2
+
+
+def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store16, tmp_path):
+    from facegen.utils import FacegenError
+
+    run = tmp_path / "run"
+    train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=2", "lr=2e-4"], steps=2)
+    original = (run / "config.yaml").read_text()
+    assert "prediction_type: v_prediction" in original
+    for change, key in (("model.prediction_type=epsilon", "model.prediction_type"), ("model.layers_per_block=2", "model.layers_per_block"),
+                        ("ema.decay=0.5", "ema.decay"), ("hflip=false", "hflip"), ("seed=3", "seed")):
+        with pytest.raises(FacegenError, match=rf"trained with {key}=.*--resume continues that model: {key}=.* is refused; train into another --out"):
+            train("ddpm-tiny32", store16, run, [change], steps=4, resume=True)
+    assert (run / "config.yaml").read_text() == original and not (run / "resumes.jsonl").exists()
+
+    # schedule keys change: recorded with the step they start at; config.yaml keeps the start's values
+    train("ddpm-tiny32", store16, run, ["lr=1e-4"], steps=4, resume=True)
+    train("ddpm-tiny32", store16, run, [], steps=6, resume=True)
+    assert (run / "config.yaml").read_text() == original
+    history = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert [(h["step"], h["checkpoint"]) for h in history] == [(2, "step-000002"), (4, "step-000004")]
+    assert history[0]["changed"] == {"steps": [2, 4], "lr": [2e-4, 1e-4]} and history[1]["changed"] == {"steps": [4, 6]}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "lr" in line]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[1]["lr"] == pytest.approx(2e-4) and rows[-1]["lr"] == pytest.approx(1e-4)  # the change lasts past the next resume
+
+    model = (run / "model" / "facegen.json").stat().st_mtime_ns
+    with pytest.raises(FacegenError, match=r"already at step 6 \(checkpoint step-000006\); pass --steps N with N > 6"):
+        train("ddpm-tiny32", store16, run, [], steps=5, resume=True)
+    assert (run / "model" / "facegen.json").stat().st_mtime_ns == model  # nothing trained, nothing exported

@@ -144,14 +144,16 @@ def rotate_checkpoints(root: Path, keep: int) -> list[Path]:
     return doomed
 
 
-def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: bool = False) -> list[Path]:
+def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: bool = False, half: bool = False) -> list[Path]:
     """Write checkpoint `folder` to `out` as NAME.tar.partNN files of at most part_mib MiB each
     and a manifest (PACK_MANIFEST: parts, sizes, sha256 of the whole tar); return the parts.
 
     optimizers=False leaves optimizers/ out: with Adam it is twice the weights it trains, and the
     moments it holds are short-lived (the GAN presets' beta2 = 0.9 averages about 10 steps), so a
-    resume from the pack costs a few steps of re-estimation, not the run. Everything else (nets,
-    EMA, lr schedule, RNG, state) travels bit for bit."""
+    resume from the pack costs a few steps of re-estimation, not the run. half=True stores the
+    float32 weights of nets/ and ema/ as float16 (half the bytes: what a repository can hold;
+    unpack turns them back into float32, within float16's rounding, 2^-11 relative). Everything
+    else (lr schedule, RNG, state) travels bit for bit."""
     folder, out = Path(folder), Path(out)
     if not (folder / STATE).is_file():
         raise FacegenError(f"{folder}: not a complete checkpoint ({STATE} missing); pass RUN/checkpoints/step-XXXXXX")
@@ -162,7 +164,14 @@ def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: b
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
-            if path.is_file() and (optimizers or relative.parts[0] != "optimizers"):
+            if not path.is_file() or (not optimizers and relative.parts[0] == "optimizers"):
+                continue
+            if half and relative.parts[0] in ("nets", "ema"):
+                data = _recast(path, torch.float32, torch.float16)
+                info = tarfile.TarInfo(str(relative))
+                info.size, info.mtime = len(data), int(path.stat().st_mtime)
+                tar.addfile(info, io.BytesIO(data))
+            else:
                 tar.add(path, arcname=str(relative), recursive=False)
     data = buffer.getvalue()
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +180,7 @@ def pack_checkpoint(folder: Path, out: Path, part_mib: float = 16, optimizers: b
         part = out / f"{folder.name}.tar.part{index:02d}"
         part.write_bytes(data[start : start + part_bytes])
         parts.append(part)
-    manifest = {"checkpoint": folder.name, "step": read_state(folder)["step"], "optimizers": optimizers,
+    manifest = {"checkpoint": folder.name, "step": read_state(folder)["step"], "optimizers": optimizers, "half": half,
                 "parts": [p.name for p in parts], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_json(out / PACK_MANIFEST, manifest)  # last: parts without a manifest are never unpacked
     return parts
@@ -196,4 +205,21 @@ def unpack_checkpoint(pack: Path, root: Path) -> Path:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
             # "data": no links out, no absolute paths (the filter exists from Python 3.10.12 / 3.11.4)
             tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        if manifest.get("half"):  # the weights back in float32: training (and the EMA) continue in full precision
+            for path in [*Path(tmp).glob("nets/*"), *Path(tmp).glob("ema/*")]:
+                path.write_bytes(_recast(path, torch.float16, torch.float32))
     return final
+
+
+def _recast(path: Path, source: torch.dtype, target: torch.dtype) -> bytes:
+    """The bytes of a safetensors file or a torch-saved EMA state with its `source` tensors cast to `target`."""
+    cast = lambda t: t.to(target) if isinstance(t, torch.Tensor) and t.dtype == source else t  # noqa: E731
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file, save
+
+        return save({k: cast(v).contiguous() for k, v in load_file(path).items()})
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: [cast(t) for t in v] if isinstance(v, list) else cast(v) for k, v in state.items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()

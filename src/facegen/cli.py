@@ -237,14 +237,15 @@ def sample_command(
 def eval_command(
     source: Path = typer.Argument(..., help="Folder of images, run directory / exported model (sampled first), or a face store."),
     ref: Path = typer.Option(..., "--ref", help="Reference face store (from `facegen data prepare`)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout if the store has one, else train."),
+    split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout (a store without one needs --split named)."),
     metrics: str = typer.Option("fid,kid,pr,dc,mem,faces", "--metrics", help="Comma list of fid,kid,pr,dc,mem,faces (is: not available, see docs)."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Pictures to evaluate; default: all in a folder/store, 10,000 sampled from a run."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: SOURCE/eval (STORE-eval beside a store)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler when SOURCE is a run; default: the model's."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps when SOURCE is a run."),
     batch: int = typer.Option(32, "--batch", min=1, max=1024, help="Inception batch size (does not change the figures)."),
-    mem_pool: Optional[int] = typer.Option(None, "--mem-pool", min=2, help="Memorization in Inception space: search only the first N training faces (recorded in the report); default: the whole train split."),
+    mem_pool: Optional[int] = typer.Option(None, "--mem-pool", min=2, help="Memorization in Inception space: search only N training faces spread over the split (recorded in the report); default: the whole train split."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a run against reference faces it trained on (refused otherwise; recorded in metrics.json)."),
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion run: guidance weight; default: the model's."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion run: the prompt; default: the model's."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion run: negative prompt; default: the model's."),
@@ -254,6 +255,9 @@ def eval_command(
     a memorization audit and face checks. Writes metrics.json, report.md and report.html.
 
     FID is refused below 2,048 pictures per set (use KID) and warned about below 10,000.
+    A run's training store (RUN/config.yaml) is checked against the reference: reference
+    faces it trained on are refused unless --allow-overlap, and the memorization audit
+    searches those training faces.
 
     Examples:
 
@@ -272,7 +276,11 @@ def eval_command(
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
                                  ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
-                      sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]), mem_pool=mem_pool)
+                      sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]), mem_pool=mem_pool,
+                      allow_overlap=allow_overlap)
+    overlap = result["reference"]["overlap"]
+    typer.echo(f"{'reference':<12} " + (f"{overlap['in_training']} of its {overlap['of']} faces among the run's training faces"
+                                        if overlap["checked"] else overlap["note"]))
     m = result["metrics"]
     for name, entry in m.items():
         if "value" in entry:
@@ -295,8 +303,10 @@ def compare_command(
     """Results table over runs: mean +/- std over seeds per metric, like a paper's table.
 
     Runs are grouped by name without a leading run number and a trailing -seedN suffix
-    (00003-ddpm64-seed1 -> ddpm64). Figures computed on other sample counts or another
-    reference set than the rest of their column are marked with a dagger.
+    (00003-ddpm64-seed1 -> ddpm64). Figures computed with another protocol than the rest of
+    their column (feature network, resize, reference set or split, sample counts, k or
+    subsets) are never averaged with them: each gets its own figure, marked with a numbered
+    dagger that the notes below the table explain.
 
     Examples:
 

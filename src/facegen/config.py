@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,                     # seeds initialisation, data order and the loss's noise
     "mixed_precision": "auto",     # auto = bf16 on GPU, no on CPU; or no, bf16, fp16
     "channels_last": "auto",       # memory format of the nets and batches; auto = true on CUDA, false on the CPU (measured: BENCHMARKS.md)
-    "fused_optimizer": "auto",     # Adam/AdamW as one fused kernel; auto = true on CUDA, false on the CPU (measured: BENCHMARKS.md)
+    "fused_optimizer": "auto",     # Adam/AdamW as one fused kernel; auto = true (CUDA, and the CPU too: measured faster, BENCHMARKS.md)
     "compile": "auto",             # torch.compile each phase's forward and loss: false, true (= default), or a mode
                                    # (default, reduce-overhead = CUDA graphs, max-autotune, max-autotune-no-cudagraphs); auto = default on CUDA, false on the CPU
     "data_on_device": 0.25,        # hold the training split on the device as uint8 when it takes at most this fraction of
@@ -75,12 +75,14 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 AUTO_KEYS = ("channels_last", "fused_optimizer", "compile")  # true, false or auto (compile: or a mode)
 
 
-def on_cuda(cfg: dict, key: str, cuda: bool):
-    """The value of one of AUTO_KEYS on this device: auto means on for CUDA, off for the CPU
-    (compile: the mode name, or False)."""
+def on_device(cfg: dict, key: str, cuda: bool):
+    """The value of one of AUTO_KEYS on this device (compile: the mode name, or False). auto
+    means what measured fastest there (bench/bench_gpu.py, BENCHMARKS.md): on for CUDA;
+    on the CPU, fused Adam only (channels_last slowed the tiny UNet, compile costs more than
+    it saves in CPU-sized runs)."""
     value = cfg[key]
     if value == "auto":
-        value = cuda
+        value = cuda or key == "fused_optimizer"
     if key == "compile":
         return "default" if value is True else (value or False)
     return bool(value)
@@ -162,7 +164,8 @@ def _set(cfg: dict, path: list[str], value: Any, where: str) -> None:
 
 
 def _resolve(cfg: dict, where: str) -> dict:
-    """Fill the family's model defaults, refuse its unknown model keys, check value types and ranges."""
+    """Fill the family's model defaults, refuse its unknown model keys, check value types and
+    ranges (the family's own: its FamilyOptions.check)."""
     from facegen.families import FAMILIES
 
     if cfg["family"] not in FAMILIES:
@@ -189,12 +192,16 @@ def _resolve(cfg: dict, where: str) -> dict:
         ("num_workers", cfg["num_workers"] >= 0, "an integer >= 0"),
         ("grad_clip", cfg["grad_clip"] is None or (_is_number(cfg["grad_clip"]) and cfg["grad_clip"] > 0), "a positive number or null (no clipping)"),
         ("adam_betas", len(cfg["adam_betas"]) == 2 and all(_is_number(b) and 0 <= b < 1 for b in cfg["adam_betas"]), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+        ("seed", _is_int(cfg["seed"]) and 0 <= cfg["seed"] < 2**32, "an integer in [0, 2**32)"),
         ("ema.decay", 0 <= cfg["ema"]["decay"] <= 1, "a number in [0, 1]"),
+        ("ema.inv_gamma", cfg["ema"]["inv_gamma"] > 0, "a number > 0"),
+        ("ema.power", cfg["ema"]["power"] > 0, "a number > 0"),
+        ("ema.update_after_step", cfg["ema"]["update_after_step"] >= 0, "an integer >= 0"),
         ("resolution", cfg["resolution"] is None or (_is_int(cfg["resolution"]) and cfg["resolution"] >= 8), "a side in pixels (>= 8) or null (the store's)"),
         ("threads", cfg["threads"] is None or (_is_int(cfg["threads"]) and cfg["threads"] >= 1), "a positive integer or null (one per core)"),
     ):
         if not ok:
-            value = cfg["ema"]["decay"] if key == "ema.decay" else cfg[key]
+            value = cfg["ema"][key[len("ema."):]] if key.startswith("ema.") else cfg[key]
             raise FacegenError(f"{where}: {key} must be {what}, got {value!r}")
     every, samples = cfg["eval_every"], cfg["eval_samples"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
@@ -219,9 +226,13 @@ def _resolve(cfg: dict, where: str) -> dict:
         parse_seeds(cfg["sample_seeds"])
     except (FacegenError, TypeError, ValueError):
         raise FacegenError(f"{where}: sample_seeds must be a seed list such as 0-15 or 0-7,100, got {cfg['sample_seeds']!r}") from None
-    steps = cfg["sample_options"].get("steps")
-    if steps is not None and (not _is_int(steps) or steps < 1):
-        raise FacegenError(f"{where}: sample_options.steps must be a positive integer, got {steps!r}")
+    # The family's model values and sample_options, each in its range (FamilyOptions.check).
+    options = getattr(family, "options", None)
+    if options is not None:
+        try:
+            options.from_config(cfg).check(cfg["sample_options"])
+        except FacegenError as e:
+            raise FacegenError(f"{where}: {e}") from None
     known = samplers(cfg["family"])
     for key, value in (("model.sampler", cfg["model"].get("sampler")), ("sample_options.sampler", cfg["sample_options"].get("sampler"))):
         if value is not None and known is not None and value not in known:

@@ -6,7 +6,9 @@ not what the model is worth. The model card (facegen/default/MODEL_CARD.md) carr
 full evaluation (10,000 samples).
 
 The reference for KID and precision/recall is shipped with the model: Inception features of
-held-out real faces (REFERENCE_FEATURES, float16), so no face dataset is needed here.
+held-out real faces (REFERENCE_FEATURES, float16), so no face dataset is needed here. Both
+are computed by the metric registry with `facegen eval`'s protocol (metrics/registry.py):
+the same subsets, k and equal counts, recorded in demo.json.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 
 from facegen.utils import atomic_write_json, atomic_write_text, make_grid, save_png
 
-# {"features": (n, 2048) float16, "what": str, "network": str, "resize": str}: made by
-# scripts/reference_features.py; network and resize key them (features of another network
-# or resize are not comparable, so the demo refuses them instead of scoring against them).
+# {"features": (n, 2048) float16, "what": str, "network": str, "resize": str, "rows": str}: made
+# by scripts/reference_features.py; network and resize key them (features of another network
+# or resize are not comparable, so the demo refuses them instead of scoring against them);
+# rows says how the faces were picked ("spread"; absent: a holdout's first rows, before issue 26).
 REFERENCE_FEATURES = "reference-features.npz"
 
 
@@ -73,8 +76,7 @@ def _face_check(images: np.ndarray) -> dict:
 
 def _distribution(images: np.ndarray, ref_file: Path, progress: bool) -> dict:
     from facegen.metrics.inception import extract_features, network_hash, resize_mode
-    from facegen.metrics.kid import kernel_distance
-    from facegen.metrics.prdc import precision_recall
+    from facegen.metrics.registry import measure
     from facegen.utils import FacegenError
 
     ref = np.load(ref_file)
@@ -84,10 +86,11 @@ def _distribution(images: np.ndarray, ref_file: Path, progress: bool) -> dict:
                            f"this facegen uses {network_hash()}, {resize_mode()}: rebuild them with scripts/reference_features.py")
     reference = ref["features"].astype(np.float32)
     generated = extract_features(images, progress=progress, label="inception features")
-    kid, kid_std = kernel_distance(generated, reference, subsets=50)
-    precision, recall = precision_recall(reference, generated, k=3)
-    return {"reference": str(ref["what"]), "n_generated": len(generated), "n_reference": len(reference),
-            "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall}
+    scores = measure(["kid", "pr"], generated, reference)
+    return {"reference": str(ref["what"]), "reference_rows": str(ref["rows"]) if "rows" in ref.files else "first rows of the holdout",
+            "n_generated": len(generated), "n_reference": len(reference),
+            "kid": scores["kid"]["value"], "kid_std": scores["kid"]["std"],
+            "precision": scores["precision"]["value"], "recall": scores["recall"]["value"], "metrics": scores}
 
 
 def _write_html(path: Path, r: dict, grid_png: Path, folder: Path) -> None:
@@ -103,7 +106,8 @@ def _write_html(path: Path, r: dict, grid_png: Path, folder: Path) -> None:
     d = r.get("distribution")
     if d:
         rows += [("KID", f"{d['kid']:.4f} ± {d['kid_std']:.4f} ({d['n_generated']} generated vs {d['n_reference']} real)"),
-                 ("precision / recall (k=3)", f"{d['precision']:.3f} / {d['recall']:.3f}")]
+                 (f"precision / recall (k={d['metrics']['precision']['k']})",
+                  f"{d['precision']:.3f} / {d['recall']:.3f} ({d['metrics']['precision']['n_compared_each']} of each)")]
     table = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     card = folder / "MODEL_CARD.md"
     card_text = html.escape(card.read_text()) if card.is_file() else "(no model card)"

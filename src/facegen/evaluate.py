@@ -4,32 +4,37 @@
 
 The input is a folder of images, a run directory or exported model (sampled first, seeds
 0..n-1, into OUT/samples), or a second face store (real vs real: its train split). The
-reference is the store's holdout split when it has one, else train; the memorization
-audit always searches the train split, the faces a model could have copied.
+reference is the store's holdout split (a store without one needs --split named). A run's
+recorded training store (RUN/config.yaml `data:`) is checked against the reference before
+anything is sampled: reference faces the run trained on are refused unless allowed, and the
+memorization audit searches those training faces; for other inputs it searches the
+reference store's train split.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facegen.data.store import MANIFEST, FaceStore, spread_rows
+from facegen.data.store import MANIFEST, FaceStore, subset_rows
+from facegen.metrics.registry import FID_MIN_SAMPLES, METRICS
 from facegen.utils import FacegenError
 
 ALL_METRICS = ("fid", "kid", "pr", "dc", "is", "mem", "faces")
 DEFAULT_METRICS = ("fid", "kid", "pr", "dc", "mem", "faces")
-FID_MIN_SAMPLES = 2048      # below this the 2048-d covariance is singular: FID refused
 FID_WARN_SAMPLES = 10_000   # below this FID is noticeably biased upward: warned
-FID_BOOTSTRAP_ROUNDS = 50   # resamples of both sets for the FID interval (~6 CPU-s each at 10,000 / 5,000)
+FID_BOOTSTRAP_ROUNDS = METRICS["fid"].protocol["bootstrap_rounds"]  # the registry's; here so a test can shrink it
 DEFAULT_RUN_SAMPLES = 10_000
 PIXEL_SIDE = 32             # memorization in pixel space: colour pictures at 32x32
-FACES_MAX = 1000            # face checks on at most this many pictures per set (dlib, ~0.1 s each)
+FACES_MAX = 1000            # face checks on at most this many pictures per set (dlib, ~0.1 s each), spread over each set
 IDENTITY_MAX_GENERATED = 500
-IDENTITY_MAX_TRAIN = 2000   # identity search pool: the first 2,000 training faces (cached)
+IDENTITY_MAX_TRAIN = 2000   # identity search pool: 2,000 training faces spread over the split (cached)
+HASH_CHUNK_ROWS = 2048      # faces read and hashed at a time in the overlap check (25 MB at 64x64)
 
 
 @dataclass
@@ -40,8 +45,21 @@ class Source:
     images: object     # sequence of uint8 (H, W, 3)
     store: FaceStore | None = None
     split: str | None = None
-    spread: bool = False   # a store's rows: evenly spaced over the split (True) or its first rows
+    spread: bool = False   # a store's rows: evenly spaced over the split (True) or all of it
     record: dict | None = None  # a sample folder's provenance record (facegen.sample.PROVENANCE)
+
+
+@dataclass
+class TrainingFaces:
+    """The faces a run trained on, as far as its folder records them."""
+    run: Path | None         # the run folder (None: the source is no run)
+    recorded: str | None     # the store path in RUN/config.yaml (`data:`), if any
+    store: FaceStore | None  # that store, when it is still there
+    missing: str | None = None  # why there is none ("training store not found"), for metrics.json
+
+    @property
+    def note(self) -> str:
+        return f"{self.missing}: overlap not checked"
 
 
 def parse_metrics(text: str | tuple | list) -> tuple[str, ...]:
@@ -71,7 +89,7 @@ def evaluate(
     source: str | Path,            # folder of images, run directory / exported model, or face store
     ref: str | Path,               # the reference face store
     *,
-    split: str | None = None,      # reference split (None: holdout if present, else train)
+    split: str | None = None,      # reference split (None: holdout; a store without one is refused)
     metrics=DEFAULT_METRICS,       # names from ALL_METRICS, or "fid,kid"
     n: int | None = None,          # pictures to evaluate (None: all; a run: 10,000 sampled)
     out: str | Path | None = None,  # report folder (None: see default_out)
@@ -79,7 +97,8 @@ def evaluate(
     sample_options: dict | None = None,  # sampler options for a run (sampler=, steps=, psi=)
     progress: bool = True,
     command: str | None = None,    # the command line to record (None: sys.argv)
-    mem_pool: int | None = None,   # memorization in Inception space: search the first N training faces (None: all)
+    mem_pool: int | None = None,   # memorization in Inception space: search N training faces spread over the split (None: all)
+    allow_overlap: bool = False,   # score a run against reference faces it trained on (refused otherwise; recorded)
 ) -> dict:
     """Compute the metrics, write metrics.json, report.md and report.html; return the results."""
     from facegen.distributed import is_main, wait
@@ -90,13 +109,16 @@ def evaluate(
     progress = progress and is_main()
     metrics = parse_metrics(metrics)
     store = FaceStore(ref)
-    split = split or ("holdout" if "holdout" in store.splits else "train")
+    split = reference_split(store, split)
     ref_images = store.split(split)
     out = Path(out) if out else default_out(source, (sample_options or {}).get("psi"))
-    if is_run(Path(source)):  # refuse before spending an hour sampling
+    # refuse before spending an hour sampling
+    training = training_faces(Path(source))
+    overlap = check_overlap(training, store, split, allow_overlap)
+    if is_run(Path(source)):
         check_counts(metrics, n or DEFAULT_RUN_SAMPLES, len(ref_images), split)
     src = open_source(source, n, out, store, split, sample_options or {}, progress)
-    warnings = check_counts(metrics, len(src.images), len(ref_images), split)
+    warnings = check_counts(metrics, len(src.images), len(ref_images), split) + overlap_warnings(overlap, training)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -107,16 +129,13 @@ def evaluate(
         from facegen.metrics.inception import folder_features, store_features
 
         # both sides cached: a rerun on the same samples (or store) extracts no features
-        gen_features = (store_features(src.store, src.split, len(src.images), batch_size, progress, spread=src.spread) if src.store
+        gen_features = (store_features(src.store, src.split, len(src.images), batch_size, progress) if src.store
                         else folder_features(src.images, batch_size, progress))
         ref_features = store_features(store, split, len(ref_images), batch_size, progress)
         results |= distribution_metrics(metrics, gen_features, ref_features)
     if "mem" in metrics:
-        from facegen.metrics.audit import memorization_audit
-
-        results["memorization"], pictures["closest_pairs"] = memorization_audit(
-            src.images, gen_features, store, batch_size, progress, IDENTITY_MAX_GENERATED, IDENTITY_MAX_TRAIN, PIXEL_SIDE,
-            inception_max_train=mem_pool)
+        results["memorization"], pictures["closest_pairs"] = memorization(src, gen_features, training, store, batch_size,
+                                                                          progress, mem_pool)
     if "faces" in metrics:
         results["faces"], pictures["face_checks"] = face_checks(src.images, store, split, progress)
 
@@ -129,7 +148,7 @@ def evaluate(
                        "rows": "evenly spaced over the split" if src.spread else "all"} if src.store else {}),
                    **({"samples": src.record} if src.record else {})},
         "reference": {"store": str(store.path), "content_hash": store.content_hash, "split": split,
-                      "count": len(ref_images), "resolution": store.resolution},
+                      "count": len(ref_images), "resolution": store.resolution, "overlap": overlap},
         "feature_network": feature_network(),
         "versions": versions(),
         "metrics": results,
@@ -140,6 +159,18 @@ def evaluate(
     wait()
     report["out"] = str(out)
     return report
+
+
+def reference_split(store: FaceStore, split: str | None) -> str:
+    """The split named, or the store's holdout. A store without a holdout is refused unless a
+    split is named: its train split may be the very faces a model trained on."""
+    if split:
+        store.split(split)  # a missing split is refused in one line
+        return split
+    if "holdout" in store.splits:
+        return "holdout"
+    raise FacegenError(f"{store.path} has no holdout split (it has {', '.join(store.splits)}), and a model may have trained "
+                       "on its other faces; prepare it with --holdout N, or name the split to score against, e.g. --split train")
 
 
 def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, sample_options: dict, progress: bool) -> Source:
@@ -159,11 +190,8 @@ def open_source(source, n, out: Path, ref_store: FaceStore, ref_split: str, samp
         if split not in store.splits:
             raise FacegenError(f"{path} is the reference split itself and has no holdout split to compare with it; "
                                "prepare it with --holdout N, or pass another store or folder")
-        images = store.split(split)
-        # Fewer than all: rows evenly spaced over the split, not its first n, since a store is in
-        # file-name order and a merged store's first rows all come from its first source.
-        spread = bool(n) and n < len(images)
-        return Source("store", path, path.name, images[spread_rows(len(images), n)] if spread else images, store, split, spread)
+        spread = bool(n) and n < len(store.split(split))
+        return Source("store", path, path.name, store.subset(split, n), store, split, spread)
     if is_run(path):
         from facegen.sample import EXPORT_META, sample_on_processes
 
@@ -186,6 +214,97 @@ def is_run(path: Path) -> bool:
     return (path / EXPORT_META).is_file() or (path / "model" / EXPORT_META).is_file()
 
 
+# ---- the reference against the run's training faces -------------------------------------------
+
+
+def training_faces(source: Path) -> TrainingFaces:
+    """The store a run trained on: `data:` of RUN/config.yaml, for a run folder or its model/."""
+    import yaml
+
+    from facegen.sample import EXPORT_META
+
+    if not is_run(source):
+        kind = "a face store" if (source / MANIFEST).is_file() else "a folder of pictures"
+        return TrainingFaces(None, None, None, f"{kind}, whose model's training faces are unknown")
+    run = source.parent if (source / EXPORT_META).is_file() and source.name == "model" else source
+    config = run / "config.yaml"
+    recorded = (yaml.safe_load(config.read_text()) or {}).get("data") if config.is_file() else None
+    if not recorded:
+        return TrainingFaces(run, None, None, f"no training store recorded in {config}")
+    if not Path(recorded).is_dir():  # as recorded: relative to the folder training ran in
+        return TrainingFaces(run, str(recorded), None, "training store not found")
+    return TrainingFaces(run, str(recorded), FaceStore(recorded))
+
+
+def check_overlap(training: TrainingFaces, ref_store: FaceStore, split: str, allow: bool) -> dict:
+    """How many reference faces the run trained on, for metrics.json; refused unless `allow`."""
+    if training.store is None:
+        return {"checked": False, "note": training.note, **({"training_store": training.recorded} if training.recorded else {})}
+    train, reference = training.store, ref_store.split(split)
+    record = {"checked": True, "training_store": training.recorded, "training_hash": train.content_hash,
+              "training_count": len(train.split("train")), "of": len(reference), "allowed": allow}
+    if train.content_hash == ref_store.content_hash:
+        # the run's own store: its other splits were chosen apart from train when it was prepared
+        found = len(reference) if split == "train" else 0
+        method = "same store: the train split itself" if split == "train" else f"same store: its {split} split is disjoint from train"
+    elif train.resolution != ref_store.resolution:
+        return record | {"checked": False, "note": f"the reference is {ref_store.resolution} px and the training store "
+                                                   f"{train.resolution} px: pixel hashes cannot compare them: overlap not checked"}
+    else:
+        found, method = faces_in_training(reference, train), "pixel hashes (blake2b of each face's bytes)"
+    if found and not allow:
+        raise FacegenError(overlap_message(found, len(reference), ref_store, split, training))
+    return record | {"in_training": found, "method": method}
+
+
+def overlap_message(found: int, total: int, ref_store: FaceStore, split: str, training: TrainingFaces) -> str:
+    """One line: how many reference faces the run trained on, and where a clean holdout comes from."""
+    train = training.store
+    if "holdout" in train.splits:  # (its holdout is never the reference here: that overlaps nothing)
+        fix = f"score against the training store's own holdout, faces the run never saw: --ref {train.path}"
+    else:
+        fix = (f"{train.path} has no holdout, so the run saw all of its faces: prepare the store again from the same "
+               "photos and --seed with --holdout N, train on it and evaluate with --ref on that store")
+    return (f"{found} of the {total} reference faces ({split!r} of {ref_store.path}) are faces run {training.run} trained on "
+            f"(the train split of {train.path}), which flatters every score; {fix}; or pass --allow-overlap to score anyway "
+            "(recorded in metrics.json)")
+
+
+def overlap_warnings(overlap: dict, training: TrainingFaces) -> list[str]:
+    """The report's warnings about the overlap check: an allowed overlap, or a run not checked."""
+    if overlap.get("in_training"):
+        return [f"{overlap['in_training']} of the {overlap['of']} reference faces are faces the run trained on "
+                f"(allowed with --allow-overlap): its scores are flattered"]
+    if training.run is not None and not overlap["checked"]:
+        return [overlap["note"]]
+    return []
+
+
+def faces_in_training(reference, training: FaceStore) -> int:
+    """How many reference faces (repeats counted) are, byte for byte, in the training split.
+
+    The training split's per-face hashes are cached per store (16 bytes a face); only the
+    reference's faces are held as a set."""
+    from facegen.metrics.cache import cached_array
+
+    key = {"store": training.content_hash, "split": "train", "hash": "blake2b-128 of each face's bytes"}
+    trained = {digest.tobytes() for digest in cached_array("row-hashes", key, lambda: face_hashes(training.split("train")))}
+    return sum(digest.tobytes() in trained for digest in face_hashes(reference))
+
+
+def face_hashes(faces) -> np.ndarray:
+    """(n, 16) uint8: blake2b-128 of each face's bytes, HASH_CHUNK_ROWS faces read at a time."""
+    out = np.empty((len(faces), 16), np.uint8)
+    for start in range(0, len(faces), HASH_CHUNK_ROWS):
+        chunk = np.ascontiguousarray(faces[start:start + HASH_CHUNK_ROWS])
+        for i, face in enumerate(chunk.reshape(len(chunk), -1)):
+            out[start + i] = np.frombuffer(hashlib.blake2b(face.data, digest_size=16).digest(), np.uint8)
+    return out
+
+
+# ---- the metrics ------------------------------------------------------------------------------
+
+
 def check_counts(metrics, n_generated: int, n_reference: int, split: str) -> list[str]:
     """Refuse FID below FID_MIN_SAMPLES (either set); warn below FID_WARN_SAMPLES."""
     if "fid" not in metrics:
@@ -193,7 +312,7 @@ def check_counts(metrics, n_generated: int, n_reference: int, split: str) -> lis
     smallest = min(n_generated, n_reference)
     if smallest < FID_MIN_SAMPLES:
         which = (f"{n_generated} generated pictures" if n_generated <= n_reference
-                 else f"the reference split {split!r} has {n_reference} pictures (a larger split: --split train)")
+                 else f"the reference split {split!r} has {n_reference} pictures (prepare the store with a larger --holdout)")
         raise FacegenError(f"FID needs at least {FID_MIN_SAMPLES:,} pictures per set but {which}; "
                            "use KID instead (--metrics kid,pr,dc,mem,faces), which is unbiased at small counts")
     if smallest < FID_WARN_SAMPLES:
@@ -202,74 +321,59 @@ def check_counts(metrics, n_generated: int, n_reference: int, split: str) -> lis
 
 
 def distribution_metrics(metrics, gen: np.ndarray, ref: np.ndarray) -> dict:
-    """FID (+ bootstrap interval), KID, precision/recall, density/coverage, each with its counts."""
-    from facegen.metrics.fid import fid_bootstrap
-    from facegen.metrics.kid import kernel_distance, subset_size
-    from facegen.metrics.prdc import density_coverage, precision_recall
+    """FID (+ bootstrap interval), KID, precision/recall, density/coverage through the metric
+    registry, each entry with its counts and protocol."""
+    from facegen.metrics.registry import measure
 
-    counts = {"n_generated": int(len(gen)), "n_reference": int(len(ref))}
-    out = {}
-    if "fid" in metrics:
-        b = fid_bootstrap(gen, ref, rounds=FID_BOOTSTRAP_ROUNDS, level=0.95)
-        # ci95 and bootstrap_rounds keep their pre-issue-18 names; the method says what changed
-        out["fid"] = {"value": b["value"], "ci95": b["ci"], "bootstrap_rounds": b["rounds"], "bootstrap_se": b["se"],
-                      "bootstrap_resampled_mean": b["resampled_mean"], "bootstrap_resampled": ["generated", "reference"],
-                      "ci_method": b["method"], **counts}
-    if "kid" in metrics:
-        subset = subset_size(len(gen), len(ref), 1000)
-        mean, std = kernel_distance(gen, ref, subsets=100, max_subset_size=1000)
-        out["kid"] = {"value": mean, "std": std, "subsets": 100, "subset_size": subset, **counts}
-    if {"pr", "dc"} & set(metrics):
-        # k-NN radii shrink as a set grows, so both sets enter at the same count (Kynkaanniemi
-        # et al. and Naeem et al. compare equal-size sets): the larger one is subsampled, seeded.
-        gen_eq, ref_eq, equal = equal_count_subsets(gen, ref)
-        if "pr" in metrics:
-            precision, recall = precision_recall(ref_eq, gen_eq, k=3)
-            out["precision"] = {"value": precision, "k": 3, **counts, **equal}
-            out["recall"] = {"value": recall, "k": 3, **counts, **equal}
-        if "dc" in metrics:
-            density, coverage = density_coverage(ref_eq, gen_eq, k=5)
-            out["density"] = {"value": density, "k": 5, **counts, **equal}
-            out["coverage"] = {"value": coverage, "k": 5, **counts, **equal}
-    return out
+    names = [name for name in ("fid", "kid", "pr", "dc") if name in metrics]
+    return measure(names, gen, ref, fid={"bootstrap_rounds": FID_BOOTSTRAP_ROUNDS})
 
 
-EQUAL_COUNT_SEED = 0
+def memorization(src: Source, gen_features, training: TrainingFaces, ref_store: FaceStore, batch_size: int,
+                 progress: bool, mem_pool: int | None) -> tuple[dict, bytes]:
+    """The audit over the faces the run trained on when its store is known, else over the
+    reference store's train split (a folder's model is unknown); the record says which."""
+    from facegen.metrics.audit import memorization_audit
 
-
-def equal_count_subsets(gen: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Both feature sets cut to the smaller count (a seeded random subset of the larger, kept in
-    order), and what was done, for metrics.json."""
-    n = min(len(gen), len(ref))
-    rng = np.random.default_rng(EQUAL_COUNT_SEED)
-    pick = lambda x: x if len(x) == n else x[np.sort(rng.choice(len(x), n, replace=False))]  # noqa: E731
-    return pick(gen), pick(ref), {"n_compared_each": int(n), "subsample_seed": EQUAL_COUNT_SEED}
+    if training.store is not None:
+        searched, of = training.store, "the faces the run trained on"
+    elif training.run is not None:
+        searched, of = ref_store, f"the reference store ({training.missing})"
+    else:
+        searched, of = ref_store, "the reference store's train split"
+    audit, picture = memorization_audit(src.images, gen_features, searched, batch_size, progress, IDENTITY_MAX_GENERATED,
+                                        IDENTITY_MAX_TRAIN, PIXEL_SIDE, inception_max_train=mem_pool)
+    audit["searched"] = {"store": str(searched.path), "content_hash": searched.content_hash, "split": "train",
+                         "count": len(searched.split("train")), "of": of}
+    return audit, picture
 
 
 def face_checks(images, store: FaceStore, split: str, progress: bool) -> tuple[dict, bytes]:
-    """Face-check summary of up to FACES_MAX generated pictures against the reference split."""
+    """Face-check summary of up to FACES_MAX generated pictures against as many reference
+    faces, each set's pictures spread over all of it."""
     from facegen.metrics.cache import cached_array
     from facegen.metrics.faces import face_plot, face_summary
 
-    ref_count = min(FACES_MAX, len(store.split(split)))
-    generated = check_array_with_bar(images, min(FACES_MAX, len(images)), progress, "face checks")
-    key = {"store": store.content_hash, "split": split, "count": ref_count, "check": "facegen.data.align.check_faces/hog"}
-    reference = cached_array("faces", key, lambda: check_array_with_bar(store.split(split), ref_count, progress, "reference faces"))
-    return face_summary(generated, reference), face_plot(generated, reference)
+    reference = store.subset(split, FACES_MAX)
+    generated = check_array_with_bar(images, subset_rows(len(images), FACES_MAX), progress, "face checks")
+    key = {"store": store.content_hash, "split": split, "count": len(reference), "check": "facegen.data.align.check_faces/hog",
+           **({"rows": "spread"} if len(reference) < len(store.split(split)) else {})}
+    checks = cached_array("faces", key, lambda: check_array_with_bar(reference, range(len(reference)), progress, "reference faces"))
+    return face_summary(generated, checks), face_plot(generated, checks)
 
 
-def check_array_with_bar(images, count: int, progress: bool, label: str) -> np.ndarray:
-    """Face checks of the first `count` pictures, 32 at a time under a progress bar."""
+def check_array_with_bar(images, rows, progress: bool, label: str) -> np.ndarray:
+    """Face checks of the pictures at `rows`, 32 at a time under a progress bar."""
     from facegen.metrics.faces import check_array
     from facegen.progress import counting_bar
 
-    rows = []
-    with counting_bar(label, count, enabled=progress) as advance:
-        for start in range(0, count, 32):
-            stop = min(start + 32, count)
-            rows.append(check_array([images[i] for i in range(start, stop)]))
-            advance(stop - start)
-    return np.concatenate(rows) if rows else np.zeros((0, 6))
+    checks = []
+    with counting_bar(label, len(rows), enabled=progress) as advance:
+        for start in range(0, len(rows), 32):
+            block = rows[start:start + 32]
+            checks.append(check_array([images[i] for i in block]))
+            advance(len(block))
+    return np.concatenate(checks) if checks else np.zeros((0, 6))
 
 
 def sample_grid(images, side: int, count: int = 64) -> bytes:

@@ -12,9 +12,10 @@ splits a seed list across processes (process r takes seeds r, r+W, r+2W, ...).
 honoured only by generators with `truncation = True` (the GAN); `decode_options` refuses
 psi != 1 for the others, and drops psi = 1 so they see exactly the options they saw before.
 
-A folder of samples carries a provenance record (PROVENANCE: the weights' hash, the model and
-every sampling setting, defaults filled in); its faces are reused only for the very same
-record (docs/evaluation.md, "Sample folders").
+A folder of samples carries a provenance record (PROVENANCE: the sampling code's version, the
+weights' hash, the model, every sampling setting with defaults filled in, the batch size and
+the kind of device); its faces are reused only for the very same record (docs/evaluation.md,
+"Sample folders").
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def sampling_settings(generator, options: dict) -> dict:
     return dict(sorted(settings.items()))
 
 
-def sample_record(generator, options: dict) -> dict:
+def sample_record(generator, options: dict, batch_size: int) -> dict:
     """The provenance of a folder's faces: everything that decides the pixels of seed k's face
     (seedNNNNNN.png). Two folders' faces are interchangeable when their records are equal."""
     import facegen
@@ -163,6 +164,11 @@ def sample_record(generator, options: dict) -> dict:
         "files": "seedNNNNNN.png: the face of seed N, which depends on seed N alone",
         "facegen": getattr(facegen, "__version__", "unknown"),  # the sampling code
         "weights_sha256": weights_hash(generator),               # dtype included: float16 weights make other pixels
+        # Kernels round differently per batch shape and per kind of device: either can move a
+        # pixel by one grey level (docs/training.md, "Sampling"). Which GPU does not matter
+        # (cuda:1 is cuda): every process of a launch samples on its own.
+        "batch_size": int(batch_size),
+        "device": str(info.get("device", "unknown")).split(":")[0],
         "model": {k: info[k] for k in ("family", "resolution") if k in info},
         "settings": sampling_settings(generator, options),
     }
@@ -207,6 +213,17 @@ def _show(value) -> str:
     return str(value)
 
 
+def _how_to_add(out_dir: Path, record: dict) -> str:
+    """The batch size and device to keep to add faces to a folder made with others, or ""."""
+    have = read_record(out_dir) or {}
+    keep = []
+    if have.get("batch_size", record["batch_size"]) != record["batch_size"]:
+        keep.append(f"keep --batch {have['batch_size']}")
+    if have.get("device", record["device"]) != record["device"]:
+        keep.append(f"sample on {have['device']} as they were")
+    return f"; to add to them, {' and '.join(keep)}" if keep else ""
+
+
 def claim_folder(out_dir: Path, record: dict, replace: bool = False) -> None:
     """Make out_dir a folder of `record`'s faces before any is written: keep its faces when
     they are record's, else refuse in one line, or with replace=True delete them to sample
@@ -216,7 +233,7 @@ def claim_folder(out_dir: Path, record: dict, replace: bool = False) -> None:
     why = folder_conflict(out_dir, record)
     if why and not replace:
         raise FacegenError(f"{out_dir} holds faces of another model or settings ({why}); "
-                           f"sample into another folder (--out), or delete {out_dir} to start it again")
+                           f"sample into another folder (--out), or delete {out_dir} to start it again{_how_to_add(out_dir, record)}")
     if why:
         print(f"{out_dir}: faces of another model or settings ({why}); sampling them again", file=sys.stderr)
         (out_dir / PROVENANCE).unlink(missing_ok=True)
@@ -242,7 +259,7 @@ def sample_to_folder(path_or_generator, seeds: Iterable[int], out_dir: str | Pat
     from facegen.progress import progress
 
     generator = load_generator(path_or_generator) if path_or_generator is None or isinstance(path_or_generator, (str, Path)) else path_or_generator
-    record = sample_record(generator, options)  # a bad psi is refused before the folder is touched
+    record = sample_record(generator, options, batch_size)  # a bad psi is refused before the folder is touched
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     claim_folder(out_dir, record, replace)
@@ -282,7 +299,7 @@ def sample_on_processes(run, seeds: Sequence[int], out_dir, batch_size: int = 16
     seeds = list(seeds)
     mine = [s for start in range(rank * batch_size, len(seeds), world * batch_size) for s in seeds[start : start + batch_size]]
     generator = load_generator(run, device=device()) if run is None or isinstance(run, (str, os.PathLike)) else run
-    record = sample_record(generator, options)
+    record = sample_record(generator, options, batch_size)
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
         claim_folder(out_dir, record, replace)

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 import yaml
 
-from facegen.checkpoint import latest_checkpoint, load_checkpoint, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
-from facegen.config import load_config, on_cuda, per_process_batch, read_run_config, save_config
+from facegen.checkpoint import latest_checkpoint, load_checkpoint, read_state, rng_state, rotate_checkpoints, save_checkpoint, set_rng_state
+from facegen.config import load_config, on_device, per_process_batch, read_run_config, save_config
 from facegen.data.store import FaceStore
 from facegen.distributed import accelerator, full_state
 from facegen.families import get_family
 from facegen.families.base import Diverged
+from facegen.run_checks import check_eval_reference, check_same_run, out_of_memory_advice, preset_id, record_resume, resumed_config
 from facegen.run_log import MetricsLog, plot_eval, plot_losses, save_samples
 from facegen.utils import FacegenError, atomic_dir, parse_seeds
 
@@ -48,11 +49,13 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
     """Resolve the config, then train (or, with dry_run, only return the resolved config)."""
     out = Path(out)
     overrides = [*(overrides or []), *([f"steps={steps}"] if steps else [])]
-    # A resumed run continues from its own saved config; overrides (e.g. steps) apply on top.
-    saved = read_run_config(out) if resume else None
-    if resume:
+    changed = {}
+    if resume:  # the run's own config, its earlier resumes' changes, then the overrides (never the model: run_checks.py)
+        saved = read_run_config(out)
         check_same_run(out, saved, preset_or_yaml, data)
-    cfg = load_config(saved if resume else preset_or_yaml, overrides)
+        cfg, changed = resumed_config(out, saved, overrides)
+    else:
+        cfg = load_config(preset_or_yaml, overrides)
     cfg["preset"] = cfg["preset"] or preset_id(preset_or_yaml)
     store = FaceStore(data)
     cfg["resolution"] = cfg["resolution"] or store.resolution
@@ -65,72 +68,23 @@ def train(preset_or_yaml: str | Path, data: str | Path, out: str | Path, overrid
         check_eval_reference(store, cfg["eval_every"])
     if dry_run:
         return cfg
-    if resume and latest_checkpoint(out / "checkpoints") is None:
+    last = latest_checkpoint(out / "checkpoints")
+    if resume and last is None:
         raise FacegenError(f"{out}/checkpoints has no checkpoint to resume from; start again without --resume")
-    if not resume and latest_checkpoint(out / "checkpoints") is not None:
+    if not resume and last is not None:
         raise FacegenError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and read_state(last)["step"] >= cfg["steps"]:  # nothing would train: leave model/ as it is
+        at = read_state(last)["step"]
+        raise FacegenError(f"{out} is already at step {at} (checkpoint {last.name}); pass --steps N with N > {at} to train on")
     try:
-        Loop(cfg, store, out, resume).fit()
+        Loop(cfg, store, out, resume, changed).fit()
     except torch.cuda.OutOfMemoryError:
         raise FacegenError(out_of_memory_advice(cfg)) from None
     return cfg
 
 
-def preset_id(preset_or_yaml) -> str:
-    """What a run records as its preset: the packaged name, or the YAML file's absolute path."""
-    if isinstance(preset_or_yaml, dict):
-        return "config"
-    path = Path(preset_or_yaml)
-    return str(path.resolve()) if path.suffix in (".yaml", ".yml") else str(preset_or_yaml)
-
-
-def check_same_run(out: Path, saved: dict, preset_or_yaml, data) -> None:
-    """--resume continues a run as it was trained: refuse another preset or another face store,
-    naming both (the saved config would be used anyway, so a mismatch is a mistake)."""
-    given = preset_id(preset_or_yaml)
-    if saved.get("preset") is not None and saved["preset"] != given:
-        raise FacegenError(f"{out} was trained with preset {saved['preset']}, not {given}; "
-                           f"resume it with `facegen train {saved['preset']} ... --resume`, or train {given} into another --out")
-    if saved.get("preset") is None and load_config(preset_or_yaml)["family"] != saved.get("family"):  # a run from before presets were recorded
-        raise FacegenError(f"{out} was trained as family {saved.get('family')!r}, but {given} is family "
-                           f"{load_config(preset_or_yaml)['family']!r}; resume it with the preset it was trained with")
-    recorded = saved.get("data")
-    if recorded and not same_store(recorded, data):
-        raise FacegenError(f"{out} was trained on the face store {recorded}, not {data}; resume it with --data {recorded}, "
-                           "or train on the other store into another --out")
-
-
-def same_store(a, b) -> bool:
-    """The same path, or two copies of one store (same content hash)."""
-    if Path(a).resolve() == Path(b).resolve():
-        return True
-    try:
-        return FaceStore(a).content_hash == FaceStore(b).content_hash
-    except FacegenError:
-        return False
-
-
-def check_eval_reference(store: FaceStore, every: int) -> None:
-    """eval_every scores samples against the store's held-out faces: refuse a store without them
-    before anything trains."""
-    held_out = len(store.split("holdout")) if "holdout" in store.splits else 0
-    if held_out < 2:
-        raise FacegenError(f"eval_every={every} compares samples with the store's held-out faces, but {store.path} has {held_out}; "
-                           f"prepare the store with --holdout N (e.g. --holdout 1000) or set eval_every=0")
-
-
-def out_of_memory_advice(cfg: dict) -> str:
-    """One line for a CUDA out-of-memory error: the generic fix, plus the family's own, if any."""
-    accum = cfg["grad_accum"]
-    advice = (f"GPU out of memory with micro-batches of {cfg['batch_size'] // accum} image(s) per process; "
-              f"raise grad_accum (e.g. grad_accum={accum * 2}: same batch_size, half the images per pass)")
-    family_advice = getattr(get_family(cfg["family"]), "memory_advice", None)  # optional: memory_advice(cfg) -> str
-    extra = family_advice(cfg) if family_advice else ""
-    return f"{advice}; {extra}" if extra else advice
-
-
 class Loop:
-    def __init__(self, cfg: dict, store: FaceStore, out: Path, resume: bool):
+    def __init__(self, cfg: dict, store: FaceStore, out: Path, resume: bool, changed: dict | None = None):
         from accelerate.utils import DistributedType
         from diffusers.training_utils import EMAModel
 
@@ -151,10 +105,10 @@ class Loop:
         self.built = built = self.family.build(cfg, cfg["resolution"])
         self.nets = built.nets  # unwrapped, un-compiled (under FSDP: sharded in place); what checkpoints and EMA see
         cuda = acc.device.type == "cuda"
-        self.channels_last = on_cuda(cfg, "channels_last", cuda)
+        self.channels_last = on_device(cfg, "channels_last", cuda)
         for net in self.nets.values():
             net.to(memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        if on_cuda(cfg, "fused_optimizer", cuda):
+        if on_device(cfg, "fused_optimizer", cuda):
             for phase in built.phases:
                 use_fused(phase.optimizer)
         for net in built.frozen.values():
@@ -167,9 +121,15 @@ class Loop:
         prepared = acc.prepare(*[self.nets[n] for n in names], *[p.optimizer for p in built.phases])
         self.wrapped = dict(zip(names, prepared[: len(names)]))
         self.optimizers = {p.name: o for p, o in zip(built.phases, prepared[len(names):])}
+        # What train_step steps. accelerate's optimizer wrapper looks for the lomo package on disk
+        # (importlib find_spec) twice per step() and inspects zero_grad's signature per call: 0.2 ms
+        # per optimizer step, 10% of a tiny GAN step (BENCHMARKS.md). Without a grad scaler (fp16)
+        # or XLA it only forwards to the torch optimizer, so the loop calls that one directly.
+        direct = acc.scaler is None and acc.distributed_type != DistributedType.XLA
+        self.stepped = {n: o.optimizer if direct else o for n, o in self.optimizers.items()}
         # Each phase's forward and loss as one function: compiled as a whole, so the loss's own
         # arithmetic (noise, augmentation, objective) fuses with the nets' kernels.
-        compile_mode = on_cuda(cfg, "compile", cuda)
+        compile_mode = on_device(cfg, "compile", cuda)
         self.phase_losses = {p.name: functools.partial(built.loss, p.name) for p in built.phases}
         if compile_mode:
             self.phase_losses = {n: torch.compile(f, mode=compile_mode) for n, f in self.phase_losses.items()}
@@ -187,11 +147,15 @@ class Loop:
         self.session_start = time.perf_counter()  # restoring and starting up count too: a user waits for them
         self.metrics = MetricsLog(out / "metrics.jsonl")
         if resume:
-            self.restore(latest_checkpoint(out / "checkpoints"))
+            folder = latest_checkpoint(out / "checkpoints")
+            self.restore(folder)
+            if self.is_main:
+                print(f"resuming from {folder} (step {self.step} of {cfg['steps']})", file=sys.stderr)
+                record_resume(out, self.step, folder.name, changed or {})
         else:
             seed_everything(cfg["seed"] + acc.process_index)
-        if self.is_main:
-            save_config(cfg, out / "config.yaml")
+            if self.is_main:  # the values the run starts with; a resume records its changes beside it (run_checks.py)
+                save_config(cfg, out / "config.yaml")
         if cfg["tensorboard"]:
             acc.init_trackers("tensorboard")
         self.batches = self.data_iterator(store)
@@ -249,7 +213,7 @@ class Loop:
         for phase in self.built.phases:
             if len(self.built.phases) > 1:  # only this phase's nets get gradients
                 self.select_trainable(phase.nets)
-            optimizer = self.optimizers[phase.name]
+            optimizer = self.stepped[phase.name]
             for _ in range(phase.repeats):
                 for micro in range(accum):
                     images = next(self.batches)
@@ -350,7 +314,7 @@ class Loop:
                 if self.is_main:
                     print(message, file=sys.stderr)  # the CLI itself only prints "interrupted"
                 raise KeyboardInterrupt(message)
-            with self.ema_built() as built:
+            with self.ema_view() as built:
                 if self.is_main:
                     with atomic_dir(self.out / "model", overwrite=True) as tmp:
                         self.family.export(built, cfg, tmp)
@@ -415,20 +379,6 @@ class Loop:
 
     # ---- artefacts --------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def ema_weights(self):
-        """Swap the EMA weights in (and the training RNG state out of harm's way) for a while."""
-        rng = rng_state()
-        for name, ema in self.emas.items():
-            ema.store(self.nets[name].parameters())
-            ema.copy_to(self.nets[name].parameters())
-        try:
-            yield
-        finally:
-            for name, ema in self.emas.items():
-                ema.restore(self.nets[name].parameters())
-            set_rng_state(rng)
-
     def full_nets(self) -> dict:
         """The trained nets with their full weights, for the main process to save or export. Under
         FSDP every process must call it: the shards are gathered into the main process's copies."""
@@ -441,42 +391,48 @@ class Loop:
         return self.full_copies
 
     @contextlib.contextmanager
-    def ema_built(self):
-        """The Built with the EMA weights, full, on the training device: what grids and the export
-        see (every process must enter it; only the main process may use what it yields)."""
-        # Without FSDP only the main process uses the EMA weights: the others skip the swap.
-        with self.ema_weights() if self.sharded or self.is_main else contextlib.nullcontext():
-            nets = self.full_nets()
-            if self.sharded and self.is_main:  # the copies wait on the CPU; sampling needs them beside the frozen nets
-                for net in nets.values():
-                    net.to(self.accelerator.device)
-            try:
-                yield dataclasses.replace(self.built, nets=nets)
-            finally:
-                if self.sharded and self.is_main:
-                    for net in nets.values():
-                        net.cpu()
-
-    @contextlib.contextmanager
-    def ema_generator(self):
-        """A Generator on the EMA weights for the main process (None on the others), for grids and
-        evaluations. Every process must enter it (see ema_built)."""
+    def ema_view(self, generator: bool = False):
+        """The EMA weights, full, on the training device, for the main process: the Built (what the
+        export writes) or, with generator=True, a Generator on it (grids, evaluations). Every process
+        must enter it (under FSDP the shards are gathered); the others get None. On exit the training
+        weights and the training RNG are back as they were."""
         from facegen.sample import load_generator
 
-        with self.ema_built() as built, tempfile.TemporaryDirectory() as tmp:
+        swap = self.sharded or self.is_main  # without FSDP only the main process needs the EMA weights
+        rng = rng_state()
+        if swap:
+            for name, ema in self.emas.items():
+                ema.store(self.nets[name].parameters())
+                ema.copy_to(self.nets[name].parameters())
+        nets = self.full_nets()
+        moved = self.sharded and self.is_main  # the gathered copies wait on the CPU; sampling needs them beside the frozen nets
+        try:
+            for net in nets.values() if moved else ():
+                net.to(self.accelerator.device)
+            built = dataclasses.replace(self.built, nets=nets)
             if not self.is_main:
                 yield None
-            elif hasattr(self.family, "generator"):  # in-memory; otherwise through an export
+            elif not generator:
+                yield built
+            elif hasattr(self.family, "generator"):  # in memory
                 yield self.family.generator(built, self.cfg)
-            else:
-                self.family.export(built, self.cfg, Path(tmp))
-                yield load_generator(tmp, device=str(self.accelerator.device))
+            else:  # through an export
+                with tempfile.TemporaryDirectory() as tmp:
+                    self.family.export(built, self.cfg, Path(tmp))
+                    yield load_generator(tmp, device=str(self.accelerator.device))
+        finally:
+            for net in nets.values() if moved else ():
+                net.cpu()
+            if swap:
+                for name, ema in self.emas.items():
+                    ema.restore(self.nets[name].parameters())
+            set_rng_state(rng)
 
     def sample_grid(self) -> None:
         from facegen.sample import generate
 
         self.check_finite()
-        with self.ema_generator() as generator:
+        with self.ema_view(generator=True) as generator:
             if self.is_main:
                 seeds = parse_seeds(self.cfg["sample_seeds"])
                 images = generate(generator, seeds, batch_size=len(seeds), **self.cfg["sample_options"])
@@ -499,14 +455,13 @@ class Loop:
         process samples, and the training RNG is left as it was; every process must call it."""
         from facegen.distributed import cpu_threads
         from facegen.evaluate import FID_MIN_SAMPLES
-        from facegen.metrics.fid import fid_from_features
         from facegen.metrics.inception import extract_features
-        from facegen.metrics.kid import kernel_distance
+        from facegen.metrics.registry import measure
         from facegen.sample import generate
 
         self.check_finite()
         start, n, ref = time.perf_counter(), self.cfg["eval_samples"], self.eval_reference
-        with self.ema_generator() as generator:
+        with self.ema_view(generator=True) as generator:
             if self.is_main:
                 # a training micro-batch always fits: sampling holds no gradients
                 images = generate(generator, range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + n), batch_size=self.micro_batch,
@@ -514,10 +469,14 @@ class Loop:
         if self.is_main:
             features = extract_features(images, threads=self.cfg["threads"] or cpu_threads(), device=str(self.accelerator.device),
                                         progress=False)
-            kid, kid_std = kernel_distance(features, ref)  # its own seeded subsets: no training RNG
+            # `facegen eval`'s KID and FID (metrics/registry.py), FID without its bootstrap interval;
+            # below FID_MIN_SAMPLES the 2048-d covariance is singular (evaluate refuses it too)
+            names = ["kid", "fid"] if min(n, len(ref)) >= FID_MIN_SAMPLES else ["kid"]
+            scores = measure(names, features, ref, fid={"bootstrap_rounds": 0})  # seeded subsets: no training RNG
+            kid, kid_std = scores["kid"]["value"], scores["kid"]["std"]
             row = {"step": self.step, "kid": kid, "kid_std": kid_std}
-            if min(n, len(ref)) >= FID_MIN_SAMPLES:  # below, the 2048-d covariance is singular (evaluate refuses it too)
-                row["fid"] = fid_from_features(features, ref)
+            if "fid" in scores:
+                row["fid"] = scores["fid"]["value"]
             row |= {"eval_samples": n, "eval_reference": len(ref), "eval_seconds": time.perf_counter() - start}
             self.metrics.append(row)
             plot_eval(self.metrics.rows(), self.out / "eval.png")
@@ -574,7 +533,14 @@ class Loop:
 
     def restore(self, folder: Path) -> None:
         acc = self.accelerator
+        configured = {n: list(schedule.base_lrs) for n, schedule in self.lr_schedules.items()}  # this config's lr, not the saved one
         state, rng = load_checkpoint(folder, self.nets, self.emas, self.optimizers, self.lr_schedules, acc.process_index)
+        for name, schedule in self.lr_schedules.items():  # a resume may change lr (run_checks.py): the schedule continues from it
+            schedule.base_lrs = configured[name]
+            groups = self.optimizers[name].param_groups
+            for group, base, factor in zip(groups, configured[name], schedule.lr_lambdas):
+                group["initial_lr"], group["lr"] = base, base * factor(schedule.last_epoch)
+            schedule._last_lr = [group["lr"] for group in groups]
         for ema in self.emas.values():
             ema.to(acc.device)
         self.step, self.position = state["step"], state["data_position"]

@@ -26,6 +26,7 @@ import torch
 
 from facegen.data.store import FaceStore
 from facegen.data.stream import FaceStream
+from facegen.utils import from_uint8_channels_first
 
 CHUNK_IMAGES = 1 << 16  # stream positions whose rows go to the device in one copy
 
@@ -103,4 +104,4 @@ class DeviceBatches:
             x = self.faces.permute(0, 2, 3, 1).index_select(0, rows).permute(0, 3, 1, 2)  # one gather, channels_last
         else:
             x = self.faces.index_select(0, rows)  # one gather, (m, 3, H, W) contiguous
-        return x.float().div_(127.5).sub_(1.0)  # utils.from_uint8, batched, in the same memory format
+        return from_uint8_channels_first(x)  # in the same memory format

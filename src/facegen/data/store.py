@@ -87,6 +87,18 @@ class FaceStore:
     def __len__(self) -> int:
         return len(self.split("train"))
 
+    def subset_rows(self, split: str, count: int | None, how: str = "spread", seed: int = 0) -> np.ndarray:
+        """Row indices (increasing) of `count` faces of a split drawn from all of it: `subset_rows`."""
+        return subset_rows(len(self.split(split)), count, how, seed)
+
+    def subset(self, split: str, count: int | None, how: str = "spread", seed: int = 0) -> np.ndarray | ShardedRows:
+        """`count` faces of a split drawn from all of it, never its first rows: a store is in
+        file-name order and a merged store lists its first source first. The whole split
+        (memory-mapped, nothing read) when count is None or covers it; else the picked faces."""
+        faces = self.split(split)
+        rows = self.subset_rows(split, count, how, seed)
+        return faces if len(rows) == len(faces) else faces[rows]
+
     @cached_property
     def _arrays(self) -> dict:
         if "shards" in self.manifest:
@@ -167,6 +179,23 @@ class ShardedRows:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:] if dtype is None else self[:].astype(dtype)
+
+
+SUBSET_KINDS = ("spread", "random")
+
+
+def subset_rows(total: int, count: int | None, how: str = "spread", seed: int = 0) -> np.ndarray:
+    """Indices of `count` of `total` rows, increasing: evenly spaced ("spread") or a seeded random
+    choice ("random"); all rows when count is None or at least total. Every subset of a store
+    split is taken through this (reference features, face checks, audit pools, the autoencoder's
+    latent scale), so none of them is one source of a merged store."""
+    if how not in SUBSET_KINDS:
+        raise ValueError(f"a subset is spread or random, not {how!r}")
+    if count is None or count >= total:
+        return np.arange(total, dtype=np.int64)
+    if how == "spread":
+        return spread_rows(total, count)
+    return np.sort(np.random.default_rng(seed).choice(total, count, replace=False)).astype(np.int64)
 
 
 def spread_rows(total: int, n: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence
 import torch
 from torch import nn
 
+from facegen.config import _is_int, _is_number
 from facegen.utils import FacegenError
 
 
@@ -89,15 +90,87 @@ class Generator(Protocol):
         """Name, family, resolution, sampler and steps defaults, device: for /info and reports."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values one option allows: `what` says them in an error message, `allows` tests a value."""
+
+    what: str                                   # e.g. "a number in [0, 1)"
+    allows: Callable[[Any], bool]
+
+
+def integer(low: int = 1, optional: bool = False) -> Range:
+    """An integer >= low; optional: or null (the option's comment says what null means)."""
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+    return _or_null(Range(what, lambda v: _is_int(v) and v >= low), optional)
+
+
+def number(bounds: str, optional: bool = False) -> Range:
+    """A number within `bounds`, written as the message shows it: "> 0", ">= 0" or an
+    interval such as "[0, 1)"; optional: or null."""
+    if bounds.startswith(">"):
+        low, strict = float(bounds.lstrip(">= ")), not bounds.startswith(">=")
+        inside = (lambda v: v > low) if strict else (lambda v: v >= low)
+        what = f"a number {bounds}"
+    else:
+        low, high = (float(end) for end in bounds[1:-1].split(","))
+        above = (lambda v: v > low) if bounds[0] == "(" else (lambda v: v >= low)
+        below = (lambda v: v < high) if bounds[-1] == ")" else (lambda v: v <= high)
+        inside, what = (lambda v: above(v) and below(v)), f"a number in {bounds}"
+    return _or_null(Range(what, lambda v: _is_number(v) and inside(v)), optional)  # NaN is inside nothing
+
+
+def integers(non_empty: bool = False) -> Range:
+    """A list of positive integers (channel counts, feature-map sizes)."""
+    return Range(f"a {'non-empty ' if non_empty else ''}list of positive integers",
+                 lambda v: isinstance(v, list) and (bool(v) or not non_empty) and all(_is_int(n) and n >= 1 for n in v))
+
+
+def text(optional: bool = False) -> Range:
+    return _or_null(Range("a string", lambda v: isinstance(v, str)), optional)
+
+
+def _or_null(allowed: Range, optional: bool) -> Range:
+    if not optional:
+        return allowed
+    return Range(f"{allowed.what} or null", lambda v: v is None or allowed.allows(v))
+
+
+def refuse_outside(key: str, value: Any, allowed: Range) -> None:
+    """One line naming the key, what it allows and the value it got."""
+    if not allowed.allows(value):
+        raise FacegenError(f"{key} must be {allowed.what}, got {value!r}")
+
+
+# psi (truncation) reaches every generator through facegen.sample.decode_options, which lets
+# psi = 1 through for every family and refuses anything else for those without truncation.
+NO_TRUNCATION = Range("1 (truncation is for GANs)", lambda v: _is_number(v) and v == 1)
+
+
 class FamilyOptions:
     """Base of every family's `model:` options, each a frozen dataclass (GanOptions,
     DiffusionOptions, ...): one field per key, its default and a comment saying what it does.
 
     config.load_config fills a run's `model:` section from `defaults()` (the family's
     `model_defaults`) and refuses other keys, so RUN/config.yaml lists every option; the
-    family reads them back with `from_config(cfg)` as attributes."""
+    family reads them back with `from_config(cfg)` as attributes. It also calls `check`, so a
+    value out of range is refused when the config is read, before anything trains: RANGES
+    holds each numeric key's allowed values, SAMPLE_OPTIONS the keys (and values) of the run's
+    `sample_options` that the family's Generator.decode takes, and a family overrides
+    `check` for what involves two keys (beta_start < beta_end)."""
 
     family: ClassVar[str] = "?"
+    RANGES: ClassVar[dict[str, Range]] = {}
+    SAMPLE_OPTIONS: ClassVar[dict[str, Range]] = {"psi": NO_TRUNCATION}
+
+    def check(self, sample_options: dict) -> None:
+        """FacegenError (one line: the key, its range, the value) for the first value out of range."""
+        for key, allowed in self.RANGES.items():
+            refuse_outside(f"model.{key}", getattr(self, key), allowed)
+        for key, value in sample_options.items():
+            if key not in self.SAMPLE_OPTIONS:
+                raise FacegenError(f"unknown sample_options key {key} for family {self.family!r}; "
+                                   f"known: {', '.join(sorted(self.SAMPLE_OPTIONS))}")
+            refuse_outside(f"sample_options.{key}", value, self.SAMPLE_OPTIONS[key])
 
     @classmethod
     def defaults(cls) -> dict:
@@ -126,6 +199,7 @@ class Family(Protocol):
                            defaults()). config.load_config fills missing keys from it and
                            refuses keys not in it, so the resolved RUN/config.yaml shows
                            every model option.
+    options: type          its FamilyOptions class: config.load_config calls its `check`.
     generator(built, cfg)  a Generator on the live training nets (EMA weights swapped in by
                            the loop) for the sample grids during training; without it the loop
                            exports to a temporary folder and calls load_generator.

@@ -4,7 +4,7 @@
 - pixels: colour pictures downsampled to 32x32 and scaled to [0, 1] (near-exact copies,
   which Inception features can miss when the copy is shifted in colour);
 - identity: dlib's 128-d face descriptor, on the faces that are found (the same person,
-  even in another pose). Costly on a CPU, so run on the first IDENTITY_MAX_* pictures.
+  even in another pose). Costly on a CPU, so run on IDENTITY_MAX_* pictures spread over each set.
 The maths is in memorization.py; this file gathers the arrays and draws the pairs.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facegen.data.store import FaceStore
+from facegen.data.store import FaceStore, subset_rows
 
 
 def pixel_features(images, side: int, count: int | None = None) -> np.ndarray:
@@ -30,10 +30,13 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
                        inception_max_train: int | None = None) -> tuple[dict, bytes]:
     """Summary per space (copy share, flagged samples, closest pairs) and a PNG of the pairs.
 
-    The pixel-space search always covers the whole train split (cheap). The Inception-space
-    search covers the first `inception_max_train` training faces when given (features of a
-    large train split cost minutes per thousand on a CPU); the pool size is recorded."""
-    from facegen.data.store import spread_rows
+    `store` is the one searched: its train split (evaluate passes the store a run trained
+    on when it is known). The pixel-space search always covers the whole split (cheap). The
+    Inception-space search covers `inception_max_train` training faces when given (features
+    of a large split cost minutes per thousand on a CPU), the identity search
+    `identity_max_train`; every pool smaller than its set is spread over it
+    (`FaceStore.subset_rows`: a merged store lists its first source first), and its size is
+    recorded. Pairs are reported by their row in the train split."""
     from facegen.metrics.cache import cached_array
     from facegen.metrics.inception import store_features
     from facegen.metrics.identity import identity_embeddings
@@ -42,38 +45,36 @@ def memorization_audit(images, gen_features, store: FaceStore, batch_size: int, 
     train = store.split("train")
     out: dict = {"train_count": len(train)}
 
-    # A pool smaller than the split is spread evenly over it (a merged store lists its first
-    # source first); pair indices are reported in the split's own numbering.
-    n_inception = min(inception_max_train or len(train), len(train))
-    spread = n_inception < len(train)
-    inception = audit_summary(nearest_training(gen_features, store_features(store, "train", n_inception, batch_size, progress, spread)))
-    rows = spread_rows(len(train), n_inception) if spread else np.arange(len(train))
+    pool_rows = store.subset_rows("train", inception_max_train)
+    inception = audit_summary(nearest_training(gen_features, store_features(store, "train", len(pool_rows), batch_size, progress)))
     for pair in inception["closest_pairs"]:
-        pair["train"] = int(rows[pair["train"]])
-    out["inception"] = {"n_train": n_inception, "pool": "evenly spaced over the train split" if spread else "all", **inception}
+        pair["train"] = int(pool_rows[pair["train"]])
+    pool = "evenly spaced over the train split" if len(pool_rows) < len(train) else "all"
+    out["inception"] = {"n_train": len(pool_rows), "pool": pool, **inception}
     pixels = nearest_training(pixel_features(images, pixel_side), pixel_features(train, pixel_side))
     out["pixels"] = {"side": pixel_side, **audit_summary(pixels)}
 
     # identity: only pictures with a detected face take part on either side
-    n_gen, n_train = min(identity_max_generated, len(images)), min(identity_max_train, len(train))
-    id_rows = spread_rows(len(train), n_train) if n_train < len(train) else np.arange(len(train))
-    key = {"store": store.content_hash, "split": "train", "count": n_train, "embedding": "dlib_resnet_v1/hog/5pt",
-           **({"rows": "spread"} if n_train < len(train) else {})}
-    train_ids = cached_array("identity", key, lambda: identity_embeddings(train[id_rows], progress, "training identities"))
-    gen_ids = identity_embeddings([images[i] for i in range(n_gen)], progress, "generated identities")
+    gen_rows = subset_rows(len(images), identity_max_generated)
+    id_rows = store.subset_rows("train", identity_max_train)
+    key = {"store": store.content_hash, "split": "train", "count": len(id_rows), "embedding": "dlib_resnet_v1/hog/5pt",
+           **({"rows": "spread"} if len(id_rows) < len(train) else {})}
+    train_ids = cached_array("identity", key, lambda: identity_embeddings(store.subset("train", identity_max_train), progress,
+                                                                          "training identities"))
+    gen_ids = identity_embeddings([images[i] for i in gen_rows], progress, "generated identities")
     gen_found, train_found = ~np.isnan(gen_ids[:, 0]), ~np.isnan(train_ids[:, 0])
-    identity = {"n_generated": n_gen, "faces_generated": int(gen_found.sum()), "n_train": n_train,
+    identity = {"n_generated": len(gen_rows), "faces_generated": int(gen_found.sum()), "n_train": len(id_rows),
                 "faces_train": int(train_found.sum())}
     if gen_found.sum() and train_found.sum() >= 2:
         nn = nearest_training(gen_ids[gen_found], train_ids[train_found])
         summary = audit_summary(nn)
         # report indices in the caller's numbering, not among found faces
-        gen_index, train_index = np.flatnonzero(gen_found), id_rows[np.flatnonzero(train_found)]
+        gen_index, train_index = gen_rows[np.flatnonzero(gen_found)], id_rows[np.flatnonzero(train_found)]
         summary["flagged"] = [int(gen_index[i]) for i in summary["flagged"]]
         for pair in summary["closest_pairs"]:
             pair["generated"], pair["train"] = int(gen_index[pair["generated"]]), int(train_index[pair["train"]])
         # n_generated stays the number of pictures examined (the protocol), not of faces found
-        identity |= summary | {"uniqueness": uniqueness(nn["d1"]), "n_generated": n_gen}
+        identity |= summary | {"uniqueness": uniqueness(nn["d1"]), "n_generated": len(gen_rows)}
     out["identity"] = identity
     return out, pairs_picture(images, train, out, store.resolution)
 

@@ -4,9 +4,13 @@ Grouping rule: a report belongs to the group named after its source (run or fold
 with a leading run number and a trailing seed suffix removed:
     00012-ffhq64-ddpm-seed3  ->  ffhq64-ddpm        (leading "<digits>-" and "-seed<N>")
     dcgan_seed0              ->  dcgan              ("_seed<N>" too; case-insensitive)
-A figure is comparable with its column only when it was computed with the same number of
-generated and reference pictures on the same reference set (store content hash and
-split); figures that differ from the column's most common protocol are marked with a dagger.
+A figure is comparable with its column only when it was made with the same protocol: the
+same feature network (sha256) and resize, the same reference set (store content hash and
+split) and counts, the same k or subsets, and for the memorization columns the same
+searched training faces. The column's most common protocol is its baseline, named in the
+notes. Figures of another protocol are never averaged with the rest: a group's cell shows
+one mean per protocol ("50.00 / 70.00†1"), and each numbered dagger's note says what
+differs from the column's baseline.
 """
 
 from __future__ import annotations
@@ -14,26 +18,52 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facegen.utils import FacegenError
 
-# (column title, path into metrics.json's "metrics", field, scale, digits)
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    path: tuple        # keys into metrics.json's "metrics"
+    field: str
+    scale: float
+    digits: int
+    kind: str          # what decides the figure: "distribution", "inception search", "search" or "per picture"
+
+
 COLUMNS = [
-    ("FID", ("fid",), "value", 1, 2),
-    ("KID x1e3", ("kid",), "value", 1e3, 2),
-    ("precision", ("precision",), "value", 1, 3),
-    ("recall", ("recall",), "value", 1, 3),
-    ("density", ("density",), "value", 1, 3),
-    ("coverage", ("coverage",), "value", 1, 3),
-    ("copies (Inception)", ("memorization", "inception"), "copy_share", 1, 3),
-    ("copies (pixels)", ("memorization", "pixels"), "copy_share", 1, 3),
-    ("uniqueness", ("memorization", "identity"), "uniqueness", 1, 3),
-    ("one face", ("faces", "generated"), "one_face_share", 1, 3),
+    Column("FID", ("fid",), "value", 1, 2, "distribution"),
+    Column("KID x1e3", ("kid",), "value", 1e3, 2, "distribution"),
+    Column("precision", ("precision",), "value", 1, 3, "distribution"),
+    Column("recall", ("recall",), "value", 1, 3, "distribution"),
+    Column("density", ("density",), "value", 1, 3, "distribution"),
+    Column("coverage", ("coverage",), "value", 1, 3, "distribution"),
+    Column("copies (Inception)", ("memorization", "inception"), "copy_share", 1, 3, "inception search"),
+    Column("copies (pixels)", ("memorization", "pixels"), "copy_share", 1, 3, "search"),
+    Column("uniqueness", ("memorization", "identity"), "uniqueness", 1, 3, "search"),
+    Column("one face", ("faces", "generated"), "one_face_share", 1, 3, "per picture"),
 ]
 DAGGER = "†"
+
+# protocol field -> (how a difference reads, how its value is shown); None shows as "unrecorded"
+FIELDS = {
+    "network": ("feature network {}", lambda v: v[:12]),
+    "resize": ("resize {}", repr),
+    "reference": ("reference {}", str),
+    "n_reference": ("{} reference pictures", str),
+    "searched": ("training faces of store {}", str),
+    "n_train": ("{} training faces searched", str),
+    "side": ("pixels at {} px", str),
+    "n_generated": ("{} generated pictures", str),
+    "n_compared_each": ("{} of each compared", str),
+    "k": ("k = {}", str),
+    "subsets": ("{} subsets", str),
+}
 
 
 def group_name(name: str) -> str:
@@ -50,19 +80,43 @@ def find_report(path: str | Path) -> Path:
     raise FacegenError(f"{path}: no evaluation report (metrics.json) found; run `facegen eval {path} --ref STORE` first")
 
 
-def cell(report: dict, column: tuple) -> tuple[float, tuple] | None:
+def cell(report: dict, column: Column) -> tuple[float, tuple] | None:
     """(value, protocol) of one column in one report, or None when it was not measured."""
-    _, path, field, scale, _ = column
     entry = report["metrics"]
-    for key in path:
+    for key in column.path:
         entry = entry.get(key, {}) if isinstance(entry, dict) else {}
-    if entry.get(field) is None:
+    if entry.get(column.field) is None:
         return None
-    ref = report["reference"]
-    # k-NN metrics compare equal counts (the larger set subsampled): that count is part of the protocol
-    protocol = (entry.get("n_generated", entry.get("n")), entry.get("n_reference"), ref["content_hash"], ref["split"],
-                entry.get("n_compared_each"))
-    return float(entry[field]) * scale, protocol
+    return float(entry[column.field]) * column.scale, protocol(report, column, entry)
+
+
+def protocol(report: dict, column: Column, entry: dict) -> tuple:
+    """What decides one figure besides the model, as (field, value) pairs of FIELDS."""
+    features, ref = report.get("feature_network", {}), report["reference"]
+    mem = report["metrics"].get("memorization", {})
+    fields: dict = {}
+    if column.kind in ("distribution", "inception search"):
+        fields |= {"network": features.get("sha256"), "resize": features.get("resize")}
+    if column.kind == "distribution":
+        fields |= {"reference": f"{ref['split']!r} of store {ref['content_hash'][:12]}", "n_reference": entry.get("n_reference")}
+    if column.kind.endswith("search"):
+        # reports from before issue 26 searched the reference store's train split
+        searched = mem.get("searched", {}).get("content_hash", ref["content_hash"])
+        fields |= {"searched": searched[:12], "n_train": entry.get("n_train", mem.get("train_count"))}
+    fields["n_generated"] = entry.get("n_generated", entry.get("n"))
+    fields |= {key: entry[key] for key in ("side", "n_compared_each", "k", "subsets") if entry.get(key) is not None}
+    return tuple(fields.items())
+
+
+def differences(odd: tuple, baseline: tuple) -> str:
+    """How protocol `odd` differs from the column's `baseline`, in words."""
+    odd, base = dict(odd), dict(baseline)
+    return "; ".join(f"{FIELDS[key][0].format(shown(key, odd.get(key)))} (column: {shown(key, base.get(key))})"
+                     for key in {**odd, **base} if odd.get(key) != base.get(key))
+
+
+def shown(key: str, value) -> str:
+    return "unrecorded" if value is None else FIELDS[key][1](value)
 
 
 def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
@@ -74,37 +128,25 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     for r in reports:
         groups.setdefault(group_name(r["source"]["name"]), []).append(r)
     columns = [c for c in COLUMNS if any(cell(r, c) for r in reports)]
-    # the most common protocol of each column is its baseline; others get a dagger
-    baseline = {c[0]: Counter(cell(r, c)[1] for r in reports if cell(r, c)).most_common(1)[0][0] for c in columns}
+    # the most common protocol of each column is its baseline; others get a numbered dagger
+    baseline = {c.title: Counter(cell(r, c)[1] for r in reports if cell(r, c)).most_common(1)[0][0] for c in columns}
+    footnotes: dict[str, int] = {}  # difference in words -> its dagger's number
 
-    header = ["run", "seeds"] + [c[0] for c in columns]
+    header = ["run", "seeds"] + [c.title for c in columns]
     rows = []
     for name, members in groups.items():
         row = [name, str(len(members))]
         for column in columns:
-            title, digits = column[0], column[4]
-            cells = [cell(r, column) for r in members]
-            values = [c[0] for c in cells if c]
-            if not values:
-                row.append("-")
-                continue
-            mark = DAGGER if any(c and c[1] != baseline[title] for c in cells) else ""
-            spread = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
-            row.append(f"{np.mean(values):.{digits}f}{spread}{mark}")
+            cells = [c for c in (cell(r, column) for r in members) if c]
+            row.append(cell_text(cells, column, baseline[column.title], footnotes) if cells else "-")
         rows.append(row)
 
     notes = ["Mean ± standard deviation over seeds (groups by run name without its run number and -seedN suffix)."]
-    if any(DAGGER in c for row in rows for c in row):
-        notes.append(f"{DAGGER} not comparable with the rest of its column: different sample counts or reference set.")
-    by_protocol: dict[tuple, list[str]] = {}
-    for title, *_ in columns:
-        by_protocol.setdefault(baseline[title], []).append(title)
-    for (n_gen, n_ref, ref_hash, split, n_each), titles in by_protocol.items():
-        if n_ref:
-            equal = f", {n_each} of each compared (the larger set subsampled)" if n_each and n_gen != n_ref else ""
-            notes.append(f"{', '.join(titles)}: {n_gen} generated pictures vs {n_ref} reference pictures ({split!r} of store {ref_hash[:12]}){equal}.")
-        else:  # a per-picture check (the face check): no reference set enters the figure
-            notes.append(f"{', '.join(titles)}: share of {n_gen} generated pictures (reference store {ref_hash[:12]}).")
+    notes += [f"{DAGGER}{number} not comparable with the rest of its column: {text}." for text, number in footnotes.items()]
+    by_text: dict[str, list[str]] = {}
+    for column in columns:
+        by_text.setdefault(baseline_note(column, baseline[column.title]), []).append(column.title)
+    notes += [f"{', '.join(titles)}: {text}" for text, titles in by_text.items()]
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows] + [""] + [f"- {n}" for n in notes]) + "\n"
     if show:
@@ -114,6 +156,36 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
 
         atomic_write_text(out, markdown)
     return markdown
+
+
+def cell_text(cells: list[tuple], column: Column, baseline: tuple, footnotes: dict) -> str:
+    """One mean (± std) per protocol among a group's figures, the baseline's first; the others
+    marked with the dagger of their difference (numbered in order of first use)."""
+    by_protocol: dict[tuple, list[float]] = {}
+    for value, proto in sorted(cells, key=lambda c: c[1] != baseline):  # stable: the baseline's figures first
+        by_protocol.setdefault(proto, []).append(value)
+    parts = []
+    for proto, values in by_protocol.items():
+        spread = f" ± {np.std(values, ddof=1):.{column.digits}f}" if len(values) > 1 else ""
+        mark = ""
+        if proto != baseline:
+            mark = f"{DAGGER}{footnotes.setdefault(differences(proto, baseline), len(footnotes) + 1)}"
+        parts.append(f"{np.mean(values):.{column.digits}f}{spread}{mark}")
+    return " / ".join(parts)
+
+
+def baseline_note(column: Column, proto: tuple) -> str:
+    """The protocol of a column's unmarked figures, in words."""
+    p = dict(proto)
+    features = f"; features: network {p['network'][:12]}, resize {p['resize']!r}" if p.get("network") else ""
+    if column.kind == "distribution":
+        n_each = p.get("n_compared_each")
+        equal = f", {n_each} of each compared (the larger set subsampled)" if n_each and p["n_generated"] != p["n_reference"] else ""
+        return f"{p['n_generated']} generated pictures vs {p['n_reference']} reference pictures ({p['reference']}){equal}{features}."
+    if column.kind.endswith("search"):
+        return (f"{p['n_generated']} generated pictures, each against its nearest of {p['n_train']} training faces "
+                f"(store {p['searched']}){features}.")
+    return f"share of {p['n_generated']} generated pictures."  # a per-picture check: no reference set enters the figure
 
 
 def print_table(header: list[str], rows: list[list[str]], notes: list[str]) -> None:

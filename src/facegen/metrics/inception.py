@@ -128,18 +128,24 @@ def extract_features(
     return features
 
 
-def store_features(store, split: str, count: int, batch_size: int = 32, progress: bool = True, spread: bool = False) -> np.ndarray:
-    """Features of the first `count` pictures of a FaceStore split (or, with spread, of `count`
-    rows evenly spaced over it), cached on disk per (store content hash, split, count, rows,
-    network hash, resize): computed once per store."""
-    from facegen.distributed import cpu_threads, sharded_rows
-    from facegen.data.store import spread_rows
+def store_features(store, split: str, count: int, batch_size: int = 32, progress: bool = True, how: str = "spread",
+                   seed: int = 0, spread: bool = True) -> np.ndarray:
+    """Features of `count` faces of a FaceStore split drawn from all of it (`FaceStore.subset_rows`:
+    evenly spaced, or a seeded random choice with how="random"; the whole split when count covers
+    it), cached on disk per (store content hash, split, count, rows, network hash, resize):
+    computed once per store. `spread` is the keyword of callers from before issue 26, when a
+    subset could be a split's first rows; only True (or a count covering the split) remains."""
+    from facegen.distributed import Rows, cpu_threads, sharded_rows
     from facegen.metrics.cache import cached_array
 
-    key = {"store": store.content_hash, "split": split, "count": count, "network": network_hash(), "resize": resize_mode()}
-    if spread:
-        key["rows"] = "spread"
-    images = store.split(split)[spread_rows(len(store.split(split)), count)] if spread else store.split(split)[:count]
+    rows = store.subset_rows(split, count, how, seed)
+    whole = len(rows) == len(store.split(split))
+    if not (spread or whole):
+        raise ValueError("a store subset is never its first rows any more (issue 26): drop spread=False")
+    key = {"store": store.content_hash, "split": split, "count": int(len(rows)), "network": network_hash(), "resize": resize_mode()}
+    if not whole:  # a whole split keeps the key it always had: its cached features are reused
+        key |= {"rows": how} | ({"seed": seed} if how == "random" else {})
+    images = store.split(split) if whole else Rows(store.split(split), rows)  # read lazily, a batch at a time
     # split across processes under `accelerate launch` (then every process must call this); one process: as is
     return cached_array("inception", key, lambda: sharded_rows(extract_features, images, batch_size=batch_size, progress=progress,
                                                                label=f"{store.path.name}/{split} features", threads=cpu_threads()))

@@ -45,7 +45,7 @@ def blocks(report: dict, pictures: dict) -> list[tuple]:
         ("p", f"Evaluated: {src['count']:,} pictures from the {src['kind']} {src['path']}"
               + (f" (split {src['split']})" if src.get("split") else "") + "."),
         ("p", f"Reference: split {ref['split']!r} of {ref['store']} ({ref['count']:,} pictures at {ref['resolution']} px, "
-              f"content hash {ref['content_hash'][:12]})."),
+              f"content hash {ref['content_hash'][:12]})." + overlap_text(ref.get("overlap"))),
         ("p", f"Features: {report['feature_network']['name']}, sha256 {report['feature_network']['sha256'][:12]}, "
               f"resize {report['feature_network']['resize']}."),
         ("p", f"Command: `{report['command']}`"),
@@ -68,6 +68,17 @@ def blocks(report: dict, pictures: dict) -> list[tuple]:
     return out
 
 
+def overlap_text(overlap: dict | None) -> str:
+    """The reference against the run's training faces, in a sentence (reports before issue 26: nothing)."""
+    if not overlap:
+        return ""
+    if not overlap["checked"]:
+        return f" Against the training faces: {overlap['note']}."
+    allowed = " (allowed with --allow-overlap)" if overlap["in_training"] else ""
+    return (f" {overlap['in_training']:,} of them are among the {overlap['training_count']:,} training faces of "
+            f"{overlap['training_store']}{allowed} ({overlap['method']}).")
+
+
 def memorization_blocks(mem: dict) -> list[tuple]:
     rows = []
     for space in ("inception", "pixels", "identity"):
@@ -76,9 +87,11 @@ def memorization_blocks(mem: dict) -> list[tuple]:
             rows.append([space, fmt(e["copy_share"]), str(len(e["flagged"])), fmt(e["median_nearest_distance"]),
                          f"{e['n_generated']:,}", fmt(e.get("uniqueness")) if space == "identity" else ""])
     ident = mem.get("identity", {})
+    searched = mem.get("searched")
+    where = f"the train split of {searched['store']}, {searched['of']}" if searched else "the training split"
     return [
         ("h2", "Memorization audit"),
-        ("p", f"Nearest neighbours in the training split ({mem['train_count']:,} pictures). A sample is flagged when its "
+        ("p", f"Nearest neighbours in {where} ({mem['train_count']:,} pictures). A sample is flagged when its "
               "nearest training picture is closer than 1/3 of the distance to the second nearest. Identity: dlib face "
               f"descriptors, faces found in {ident.get('faces_generated', 0)} of {ident.get('n_generated', 0)} generated and "
               f"{ident.get('faces_train', 0)} of {ident.get('n_train', 0)} training pictures; uniqueness = share of "

@@ -1,15 +1,18 @@
 """The web app: a page with one large face, and the small API behind it.
 
     GET /                       the page (a new face on every load; /?seed=N shows face N)
-    GET /face.png?seed=N&size=S&psi=P  one face as PNG; the same seed always gives the same bytes
-    GET /morph.gif?from=A&to=B&frames=K&size=S&psi=P   a looping walk from face A to face B
+    GET /face.png?seed=N&size=S&psi=P&v=TAG  one face as PNG; the same seed always gives the same bytes
+    GET /morph.gif?from=A&to=B&frames=K&size=S&psi=P&v=TAG   a looping walk from face A to face B
     GET /info                   model, family, sampler, steps, device, batching figures
     GET /healthz                {"status": "ok"}
 
 Faces come from `facegen.sample.generate` (STYLE G9), morphs from morph.py (the same
 Generator contract), all inside one worker thread that coalesces concurrent requests into
 batches (batcher.py). `psi` is the GAN truncation (0 < psi <= 1, default 1 = off); it is part
-of every work, cache and ETag key. Bad input gets a 4xx JSON error.
+of every work, cache and ETag key. `v` is the model's tag (/info `model_tag`, a hash of its info
+and weights): only a URL naming the model being served is cached as immutable; without it (or
+with another model's) the browser revalidates its copy by ETag, so a retrained model at the same
+address is never hidden behind a cached face. Bad input gets a 4xx JSON error.
 The server never opens a file named by a request: the page's three files are read from
 the package once, at start-up, and served from memory under fixed routes.
 """
@@ -41,7 +44,8 @@ MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws a
 MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
 MAX_FRAMES = 48               # frames per morph; each costs a full sample
 MAX_MORPH_SIZE = 512          # pixels per side of a morph: a GIF holds 2 * frames pictures
-IMMUTABLE = "public, max-age=31536000, immutable"
+IMMUTABLE = "public, max-age=31536000, immutable"  # a URL that names the model's version (v=TAG): its bytes never change
+REVALIDATE = "public, no-cache"                    # any other seeded URL: kept, but checked by ETag before each use
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 
@@ -111,10 +115,15 @@ def create_app(
     app.state.batcher, app.state.cache = batcher, cache
     _add_error_handlers(app)
 
-    async def image(request: Request, key: tuple, payload: Any, media_type: str, seeded: bool) -> Response:
+    async def image(request: Request, key: tuple, payload: Any, media_type: str, seeded: bool, version: str | None) -> Response:
         """Answer from the cache, or queue the work; 304 when the browser already has it."""
         etag = f'"{model_tag}-' + hashlib.sha256(repr((key, payload)).encode()).hexdigest()[:16] + '"'
-        headers = {"Cache-Control": IMMUTABLE, "ETag": etag} if seeded else {"Cache-Control": "no-store"}
+        # The same seed is the same face only as long as the same weights serve it: a plain
+        # URL outlives a retrained model at its address, so only a versioned one is immutable.
+        if seeded:
+            headers = {"Cache-Control": IMMUTABLE if version == model_tag else REVALIDATE, "ETag": etag}
+        else:
+            headers = {"Cache-Control": "no-store"}
         if seeded and etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         body = cache.get((key, payload))
@@ -164,6 +173,7 @@ def create_app(
         seed: int | None = Query(None, ge=0, le=MAX_SEED, description="which face; omitted = a random one"),
         size: int | None = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="pixels per side; omitted = the model's"),
         psi: float | None = Query(None, description="GAN truncation, 0 < psi <= 1 (1 = off); omitted = the model's recommended_psi, else 1"),
+        v: str | None = Query(None, description="the model's tag (/info model_tag); the served model's makes the answer immutable"),
     ) -> Response:
         try:
             psi = truncation(psi)
@@ -171,7 +181,7 @@ def create_app(
             return _error(400, str(e))
         seeded = seed is not None
         seed = seed if seeded else secrets.randbelow(MAX_SEED + 1)
-        response = await image(request, ("face", size or generator.resolution, psi), seed, "image/png", seeded)
+        response = await image(request, ("face", size or generator.resolution, psi), seed, "image/png", seeded, v)
         response.headers["X-Seed"] = str(seed)
         return response
 
@@ -183,13 +193,14 @@ def create_app(
         frames: int = Query(12, ge=2, le=MAX_FRAMES, description="faces along the way, both ends included"),
         size: int | None = Query(None, ge=MIN_SIZE, le=MAX_MORPH_SIZE, description="pixels per side; omitted = the model's"),
         psi: float | None = Query(None, description="GAN truncation, 0 < psi <= 1 (1 = off); omitted = the model's recommended_psi, else 1"),
+        v: str | None = Query(None, description="the model's tag (/info model_tag); the served model's makes the answer immutable"),
     ) -> Response:
         try:
             psi = truncation(psi)
         except FacegenError as e:
             return _error(400, str(e))
         key = ("morph", size or generator.resolution, frames, psi)
-        return await image(request, key, (seed_from, seed_to), "image/gif", seeded=True)
+        return await image(request, key, (seed_from, seed_to), "image/gif", True, v)
 
     @app.get("/info")
     async def info() -> dict:

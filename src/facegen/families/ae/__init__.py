@@ -26,7 +26,7 @@ from facegen.families.ae.generator import Reconstructions
 from facegen.families.ae.loss import AutoencoderLoss
 from facegen.families.ae.networks import KLAutoencoder, PatchDiscriminator, make_autoencoder
 from facegen.families.ae.perceptual import load_lpips
-from facegen.families.base import Built, FamilyOptions, Phase, option
+from facegen.families.base import Built, FamilyOptions, Phase, Range, integer, integers, number, option
 from facegen.utils import FacegenError, atomic_write_json, save_png
 
 INFO = "facegen.json"
@@ -52,9 +52,28 @@ class AutoencoderOptions(FamilyOptions):
     scale_images: int = 512               # training images used to measure the latent std at export
     eval_images: int = 256                # holdout images for PSNR / SSIM / rFID at export
 
+    RANGES: ClassVar[dict] = {
+        "downsample": Range("a power of 2 (2, 4, 8, ...)", lambda v: isinstance(v, int) and v >= 2 and v & (v - 1) == 0),
+        "channels": integers(non_empty=True),
+        **{key: integer() for key in ("latent_channels", "layers_per_block", "norm_groups", "disc_channels", "disc_layers",
+                                      "scale_images", "eval_images")},
+        "disc_start": integer(low=0),
+        **{key: number(">= 0") for key in ("kl_weight", "perceptual_weight", "disc_weight")},
+    }
+
+    def check(self, sample_options: dict) -> None:
+        super().check(sample_options)
+        levels = self.downsample.bit_length()  # log2(downsample) + 1 resolutions
+        if len(self.channels) != levels:
+            raise FacegenError(f"model.channels must have {levels} entries (one per resolution) for model.downsample={self.downsample}, "
+                               f"got {self.channels!r}")
+        if any(width % self.norm_groups for width in self.channels):
+            raise FacegenError(f"model.norm_groups must divide every entry of model.channels {self.channels!r}, got {self.norm_groups!r}")
+
 
 class AutoencoderFamily:
     name = "ae"
+    options = AutoencoderOptions
     model_defaults = AutoencoderOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:
@@ -95,11 +114,13 @@ class AutoencoderFamily:
                 "downsample": 2 ** (len(vae.config.block_out_channels) - 1), "latent_scale": None}
         o, store = AutoencoderOptions.from_config(cfg), _store(cfg)
         if store is not None:
-            info["latent_scale"] = latent_scale(vae, store.split("train"), o.scale_images, device)
+            # both measured on faces spread over their split, never its first rows (one source of a merged store)
+            info["latent_scale"] = latent_scale(vae, store.subset("train", o.scale_images), o.scale_images, device)
             vae.register_to_config(scaling_factor=info["latent_scale"])
             split = "holdout" if "holdout" in store.splits else store.splits[-1]
-            metrics, grid = reconstruction_metrics(vae, store.split(split), o.eval_images, device)
-            atomic_write_json(out_dir / "reconstruction.json", {"split": split, "store": str(store.path), **metrics})
+            metrics, grid = reconstruction_metrics(vae, store.subset(split, o.eval_images), o.eval_images, device)
+            atomic_write_json(out_dir / "reconstruction.json", {"split": split, "store": str(store.path),
+                                                                "rows": "evenly spaced over the split", **metrics})
             save_png(out_dir.parent / "samples" / "reconstructions.png", grid)
         vae.save_pretrained(out_dir)
         atomic_write_json(out_dir / INFO, info)

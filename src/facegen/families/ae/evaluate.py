@@ -7,6 +7,8 @@
 - Reconstruction PSNR and SSIM (torchmetrics, images in [0, 1]) and rFID (FID between the
   holdout faces and their reconstructions, through facegen.metrics when its Inception
   extractor is installed) on the holdout split.
+Both take the first n of the faces they are given; the export gives them faces spread over
+their split (`FaceStore.subset`), since a merged store lists its first source first.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from facegen.utils import from_uint8, make_grid, to_uint8
 
 
 def batches(pixels: np.ndarray, n: int, batch: int = 32):
-    """uint8 (N, H, W, 3) -> float (b, 3, H, W) in [-1, 1], the first n images in order."""
+    """uint8 (N, H, W, 3) -> float (b, 3, H, W) in [-1, 1], the first n images in order (pass a subset
+    spread over a split, not the split: FaceStore.subset)."""
     for i in range(0, min(n, len(pixels)), batch):
         yield from_uint8(pixels[i : min(i + batch, n)])
 
@@ -64,12 +67,14 @@ def rfid(real: np.ndarray, fake: np.ndarray) -> dict:
     upwards: comparable only between runs at the same count (hence `rfid_images`).
     """
     try:
-        from facegen.metrics.fid import fid_from_features
         from facegen.metrics.inception import extract_features
+        from facegen.metrics.registry import measure
     except ImportError as e:
         return {"rfid": None, "rfid_note": f"facegen.metrics Inception features unavailable ({e})"}
     try:
-        score = fid_from_features(extract_features(real, progress=False), extract_features(fake, progress=False))
+        # the registry's FID (reconstructions as the generated set), without its bootstrap interval
+        score = measure(["fid"], extract_features(fake, progress=False), extract_features(real, progress=False),
+                        fid={"bootstrap_rounds": 0})["fid"]["value"]
     except Exception as e:  # e.g. the Inception network file missing
         return {"rfid": None, "rfid_note": f"{type(e).__name__}: {e}"}
     return {"rfid": float(score), "rfid_images": len(real)}

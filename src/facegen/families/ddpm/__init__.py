@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from facegen.families.base import Built, FamilyOptions, Phase, option
+from facegen.families.base import NO_TRUNCATION, Built, FamilyOptions, Phase, Range, integer, integers, number, option, refuse_outside, text
 from facegen.families.ddpm.generator import DiffusionGenerator
 from facegen.families.ddpm.loss import DenoisingLoss
 from facegen.families.ddpm.networks import make_denoiser, make_scheduler
@@ -47,9 +47,30 @@ class DiffusionOptions(FamilyOptions):
     sampler: str = "ddim"                        # ddpm | ddim | dpm++ | unipc
     sample_steps: int = 50
 
+    RANGES: ClassVar[dict] = {
+        "block_out_channels": integers(non_empty=True), "layers_per_block": integer(), "attention_resolutions": integers(),
+        "attention_head_dim": integer(), "dropout": number("[0, 1)"), "norm_num_groups": integer(optional=True),
+        "num_train_timesteps": integer(), "beta_start": number("(0, 1)"), "beta_end": number("(0, 1)"),
+        "snr_gamma": number("> 0", optional=True), "sample_steps": integer(),
+    }
+    # What DiffusionGenerator.decode takes (the sampler's name is checked in config.samplers).
+    SAMPLE_OPTIONS: ClassVar[dict] = {"sampler": text(), "steps": integer(), "eta": number("[0, 1]"), "psi": NO_TRUNCATION}
+
+    def check(self, sample_options: dict) -> None:
+        super().check(sample_options)
+        if self.beta_start >= self.beta_end:
+            raise FacegenError(f"model.beta_start must be below model.beta_end (0 < beta_start < beta_end < 1), "
+                               f"got {self.beta_start!r} and {self.beta_end!r}")
+        # A sampler cannot take more steps than there are training timesteps (diffusers refuses them).
+        at_most = Range(f"at most model.num_train_timesteps ({self.num_train_timesteps})", lambda v: v <= self.num_train_timesteps)
+        refuse_outside("model.sample_steps", self.sample_steps, at_most)
+        if "steps" in sample_options:
+            refuse_outside("sample_options.steps", sample_options["steps"], at_most)
+
 
 class DDPMFamily:
     name = "ddpm"
+    options = DiffusionOptions
     model_defaults = DiffusionOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+# Every sampler spaces its steps "trailing": the first step is at t = T-1, from pure noise (Lin et
+# al. 2024, "Common diffusion noise schedules and sample steps are flawed"). diffusers' default
+# "leading" never visits t = T-1 (10 ancestral steps of 1000 start at t = 900, 25 DDIM steps at
+# t = 960: pure noise is treated as partly denoised); measured for DDIM in docs/training.md.
+TRAILING = {"timestep_spacing": "trailing"}
+
 SCHEDULERS = {
-    "ddpm": (DDPMScheduler, {}),                                   # ancestral, Ho et al. 2020
-    # Song et al. 2021 (eta = 0: deterministic). "trailing" spacing starts at t = T-1, from pure
-    # noise (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed");
-    # diffusers' default "leading" never visits t = T-1 (25 steps of 1000 start at t = 960, pure
-    # noise is treated as partly denoised): measured in docs/training.md.
-    "ddim": (DDIMScheduler, {"timestep_spacing": "trailing"}),
-    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),  # DPM-Solver++(2M), Lu et al. 2022
-    "unipc": (UniPCMultistepScheduler, {}),                        # Zhao et al. 2023
+    "ddpm": (DDPMScheduler, TRAILING),                             # ancestral, Ho et al. 2020
+    "ddim": (DDIMScheduler, TRAILING),                             # Song et al. 2021 (eta = 0: deterministic)
+    "dpm++": (DPMSolverMultistepScheduler, {**TRAILING, "algorithm_type": "dpmsolver++", "solver_order": 2}),  # DPM-Solver++(2M), Lu et al. 2022
+    "unipc": (UniPCMultistepScheduler, TRAILING),                  # Zhao et al. 2023
 }
 
 

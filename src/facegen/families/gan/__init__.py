@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import torch
 
-from facegen.families.base import Built, FamilyOptions, Phase, option
+from facegen.families.base import Built, FamilyOptions, Phase, integer, number, option
 from facegen.families.gan.augment import diff_augment
 from facegen.families.gan.generator import GanGenerator
 from facegen.families.gan.loss import GanLoss, clip_weights
@@ -57,6 +57,13 @@ class GanOptions(FamilyOptions):
     augment: list[str] = option([])   # DiffAugment policy, e.g. [color, translation, cutout]
     diverge_above: float | None = None  # stop when |loss_D| exceeds this; None = no bound
 
+    RANGES: ClassVar[dict] = {
+        **{key: integer() for key in ("z_dim", "g_channels", "g_min_channels", "d_channels", "d_max_channels", "n_critic")},
+        **{key: number("> 0", optional=True) for key in ("g_lr", "d_lr", "clip", "diverge_above")},
+        **{key: number(">= 0") for key in ("gp_lambda", "r1_gamma", "l2_lambda")},
+    }
+    SAMPLE_OPTIONS: ClassVar[dict] = {"psi": number("(0, 1]")}  # GanGenerator.decode's truncation
+
     def generator_kwargs(self, resolution: int) -> dict:
         return dict(arch=self.g_arch, resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
                     norm=self.g_norm, output=self.g_output)
@@ -64,6 +71,7 @@ class GanOptions(FamilyOptions):
 
 class GanFamily:
     name = "gan"
+    options = GanOptions
     model_defaults = GanOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:

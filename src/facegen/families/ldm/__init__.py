@@ -43,6 +43,7 @@ class LatentDiffusionOptions(DiffusionOptions):
 
 class LatentDiffusionFamily:
     name = "ldm"
+    options = LatentDiffusionOptions      # the pixel family's ranges and sampling options
     model_defaults = LatentDiffusionOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:

@@ -22,8 +22,8 @@ class LatentGenerator(DiffusionGenerator):
     family = "ldm"
 
     def __init__(self, unet, scheduler_config, vae, name: str = "ldm", sampler: str = "ddim", steps: int = 50):
-        # Never clamp latents, also for models exported before clip_sample was switched off.
-        super().__init__(unet, {**scheduler_config, "clip_sample": False}, name, sampler, steps)
+        # Never clamp (or threshold) latents, also for models exported before clip_sample was switched off.
+        super().__init__(unet, {**scheduler_config, "clip_sample": False, "thresholding": False}, name, sampler, steps)
         self.vae = vae
         self.resolution = int(vae.config.sample_size)  # the image side, what users and pages see
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-from facegen.families.base import Built, FamilyOptions, Phase
+from facegen.families.base import NO_TRUNCATION, Built, FamilyOptions, Phase, integer, number, text
 from facegen.families.sd.networks import SD14, add_lora, encode_prompts, load_parts, lora_layers, vae_scale
 from facegen.families.sd.sampler import SAMPLERS
 from facegen.utils import FacegenError, atomic_write_json
@@ -45,9 +45,20 @@ class SdOptions(FamilyOptions):
     sample_steps: int = 50                 # denoising steps when sampling
     guidance_scale: float = 7.5            # classifier-free guidance weight when sampling (1 = none)
 
+    RANGES: ClassVar[dict] = {
+        "prompt_dropout": number("[0, 1)"), "lora_rank": integer(low=0), "lora_alpha": number("> 0", optional=True),
+        "sample_steps": integer(), "guidance_scale": number(">= 0"),
+    }
+    # What SdGenerator.decode takes (generator.DEFAULT_OPTIONS); prompt null = the training prompt.
+    SAMPLE_OPTIONS: ClassVar[dict] = {
+        "sampler": text(), "steps": integer(), "guidance_scale": number(">= 0"), "prompt": text(optional=True),
+        "negative_prompt": text(), "psi": NO_TRUNCATION,
+    }
+
 
 class SDFamily:
     name = "sd"
+    options = SdOptions
     model_defaults = SdOptions.defaults()
 
     def build(self, cfg: dict, resolution: int) -> Built:

@@ -17,12 +17,18 @@ SAMPLERS = {
 }
 
 
+# SD's latents (scaled to about unit variance) must never be clamped to [-1, 1] or thresholded.
+# SD's own scheduler config (PNDM's) has no clip_sample key, and DDIM and DDPM default it to
+# true, so both are switched off for every sampler (a class without the key ignores it).
+UNCLAMPED = {"clip_sample": False, "thresholding": False}
+
+
 def make_scheduler(scheduler_config: dict, sampler: str):
     """A fresh scheduler (they keep per-run state) with the model's betas; `sampler` picks the algorithm."""
     import diffusers
 
     class_name = SAMPLERS[sampler][0] or scheduler_config["_class_name"]
-    return getattr(diffusers, class_name).from_config(scheduler_config)
+    return getattr(diffusers, class_name).from_config(scheduler_config, **UNCLAMPED)
 
 
 @torch.no_grad()

