@@ -9,12 +9,16 @@
 # split), bench the flagship for at most a minute (bench/bench_gpu.py), train the GPU preset for
 # $MINUTES (continuing the committed pack $PACK when there is one; if torch.compile fails before
 # the first checkpoint, once more without it), evaluate against $REF when a reference store and
-# the FID network are there, and leave in $OUT (8 files at most, each under 16 MiB):
-#   run.tgz        the export (model/), metrics.jsonl, config.yaml, loss.png, the last grid, train.log
-#   pack/          the newest checkpoint, weights in float16, no optimizer state (scripts/pack_checkpoint.py)
+# the FID network are there, and leave in $OUT (8 files at most come back, each under 16 MiB):
+#   run.tgz        flagship/: the export (model/), metrics.jsonl, config.yaml, loss.png, the sample
+#                  grids, train.log, bench.json (and eval-metrics.json when it evaluated)
+#   pack/          the newest checkpoint, weights in float16, no optimizer state (scripts/pack_checkpoint.py:
+#                  checkpoint-pack.json + 2 parts), and run-meta.json (config.yaml, resumes.jsonl, the
+#                  faces' store hash): commit it as packs/gan-resnet64-gpu/ (replacing the last one)
+#                  and the next window continues it
 #   bench.json     bench/bench_gpu.py on this device
-#   metrics.json   `facegen eval` of the export against $REF (only when $REF is set and evaluable here)
-#   grid.png       the last sample grid (also in run.tgz), and device.log, this script's whole output
+#   metrics.json   `facegen eval` of the export against $REF (only when $REF is set and evaluable there)
+#   device.log     this script's whole output
 #
 # Prepared on the development machine by scripts/gpu_prepare.sh (wheels, faces); there the
 # evaluation runs when the device cannot: the FID Inception network (84 MB) is larger than what
@@ -78,10 +82,24 @@ main() {
     local resume=()
     if ls "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
         resume=(--resume)
-    elif [ -f "$PACK/checkpoint-pack.json" ] && [ $CPU_CHECK = 0 ]; then
-        # The committed pack continues the flagship: its config.yaml beside the pack is the run's.
-        mkdir -p "$RUN" && cp "$PACK/config.yaml" "$RUN/config.yaml" && \
+    elif [ -f "$PACK/checkpoint-pack.json" ]; then
+        # The committed pack continues the flagship on the same faces (store.json: their hash).
+        local hash want
+        hash=$($PY -c "import json; print(json.load(open('$STORE/manifest.json'))['content_hash'])")
+        want=$($PY -c "import json; print(json.load(open('$PACK/run-meta.json'))['store_content_hash'])" 2>/dev/null)
+        if [ "$hash" != "$want" ]; then
+            echo "warning: the carried faces (store $hash) are not the pack's ($want): training from scratch"
+        else
+            mkdir -p "$RUN" && $PY - "$PACK/run-meta.json" "$RUN" <<'PYEOF'
+import json, sys
+from pathlib import Path
+meta, run = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+(run / "config.yaml").write_text(meta["config_yaml"])
+if meta.get("resumes_jsonl"):
+    (run / "resumes.jsonl").write_text(meta["resumes_jsonl"])
+PYEOF
             $PY scripts/pack_checkpoint.py unpack "$PACK" --run "$RUN" && resume=(--resume)
+        fi
     fi
     train "${resume[@]}" compile=auto
     if [ $? != 0 ] && ! ls "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
@@ -101,11 +119,19 @@ main() {
     echo "== pack"
     rm -rf "$OUT/pack"
     $PY scripts/pack_checkpoint.py pack "$RUN" --out "$OUT/pack" --half || return 1
-    cp "$RUN/config.yaml" "$OUT/pack/config.yaml"
-    local grid
-    grid=$(ls "$RUN"/samples/step-*.png 2>/dev/null | tail -1)
-    [ -n "$grid" ] && cp "$grid" "$OUT/grid.png"
+    # what continues the run besides the checkpoint, in one file (8 files at most come back)
+    $PY - "$RUN" "$STORE" "$OUT/pack/run-meta.json" <<'PYEOF'
+import json, sys
+from pathlib import Path
+run, store, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+resumes = run / "resumes.jsonl"
+out.write_text(json.dumps({"config_yaml": (run / "config.yaml").read_text(),
+                           "resumes_jsonl": resumes.read_text() if resumes.is_file() else "",
+                           "store_content_hash": json.loads((store / "manifest.json").read_text())["content_hash"]}, indent=1))
+PYEOF
     cp "$WORK/train.log" "$RUN/train.log" 2>/dev/null
+    cp "$OUT/bench.json" "$RUN/bench.json" 2>/dev/null
+    [ -f "$OUT/metrics.json" ] && cp "$OUT/metrics.json" "$RUN/eval-metrics.json"
     tar czf "$OUT/run.tgz" -C "$WORK" --exclude=checkpoints --exclude=tensorboard flagship || return 1
     ls -la "$OUT" "$OUT/pack"
 }

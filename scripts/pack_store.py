@@ -22,26 +22,45 @@ from PIL import Image
 from facegen.data.store import FaceStore
 
 
+def encode(face: np.ndarray, fmt: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "jpeg":  # 4:4:4: at 64 px, halving colour resolution smears eyes and lips
+        Image.fromarray(face).save(buffer, "JPEG", quality=quality, subsampling=0)
+    else:
+        Image.fromarray(face).save(buffer, "WEBP", quality=quality, method=6)
+    return buffer.getvalue()
+
+
+def fitting_quality(faces, fmt: str, mib: float) -> int:
+    """The highest quality whose bytes, estimated from 300 evenly spread faces, fit `mib` MiB."""
+    rows = np.linspace(0, len(faces) - 1, min(300, len(faces))).astype(int)
+    for quality in (90, 85, 80, 75, 70):
+        estimate = sum(len(encode(faces[r], fmt, quality)) for r in rows) / len(rows) * len(faces) / 2**20
+        print(f"quality {quality}: about {estimate:.1f} MiB")
+        if estimate <= mib:
+            return quality
+    raise SystemExit(f"even quality 70 takes more than {mib} MiB; carry fewer faces")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store", type=Path)
     parser.add_argument("--split", default="train")
     parser.add_argument("--format", choices=("jpeg", "webp"), default="webp")
     parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--fit-mib", type=float, default=None,
+                        help="instead of --quality: the highest of 90, 85, 80, 75, 70 whose estimate (300 evenly spread faces) fits this many MiB")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     store = FaceStore(args.store)
     faces = store.split(args.split)
+    if args.fit_mib is not None:
+        args.quality = fitting_quality(faces, args.format, args.fit_mib)
     args.out.mkdir(parents=True, exist_ok=False)
     total, error = 0, 0.0
     for i, face in enumerate(faces):
-        buffer = io.BytesIO()
-        if args.format == "jpeg":  # 4:4:4: at 64 px, halving colour resolution smears eyes and lips
-            Image.fromarray(face).save(buffer, "JPEG", quality=args.quality, subsampling=0)
-        else:
-            Image.fromarray(face).save(buffer, "WEBP", quality=args.quality, method=6)
-        data = buffer.getvalue()
+        data = encode(face, args.format, args.quality)
         (args.out / f"{i:06d}.{'jpg' if args.format == 'jpeg' else 'webp'}").write_bytes(data)
         total += len(data)
         if i % 50 == 0:  # the compression error, on a sample

@@ -79,3 +79,34 @@ def test_read_only_store_gets_its_sheet_beside_it(celeba_store32, monkeypatch, t
     assert info.default_sheet_path(celeba_store32.path) == celeba_store32.path.parent / "celeba32-contact-sheet.png"
     written = info.store_info(celeba_store32, sheet=tmp_path / "sheet.png", faces=9)
     assert written == tmp_path / "sheet.png" and Image.open(written).size == (3 * 34 + 2, 3 * 34 + 2)
+
+
+def test_a_prepare_that_finds_no_face_leaves_no_work_folder(tmp_path, facegen):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_text("not a picture")
+    done = facegen("data", "prepare", photos, "--out", tmp_path / "s", "--size", "32", "--workers", "1")
+    assert done.returncode == 2 and "no usable face" in done.stderr and "stay in" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # no .s.partial, no s
+
+
+def test_a_holdout_beyond_the_limit_is_refused_before_decoding(celeba_dir, tmp_path, facegen, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr("facegen.data.prepare._run", never)
+    done = facegen("data", "prepare", celeba_dir, "--out", tmp_path / "s", "--size", "32", "--limit", "5", "--holdout", "10")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "--holdout 10" in lines[0] and "--limit 5" in lines[0], done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_info_describes_a_limited_store_without_holdout(celeba_dir, tmp_path, facegen):
+    from facegen.data.prepare import prepare
+
+    store = prepare(celeba_dir, tmp_path / "s", size=32, limit=6, workers=1, progress=False)
+    done = facegen("data", "info", store.path, "--faces", "4", "--eyes", "0")
+    text = " ".join(done.stdout.replace("│", " ").split())  # the table's cells, whatever their wrapping
+    assert done.returncode == 0 and "the first 6 of its" in text and "(--limit 6)" in text, text
+    assert "holdout none: every face is for training" in text and "0 faces chosen" not in text

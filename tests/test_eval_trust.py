@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from facegen.data.store import FaceStore, write_store
+from facegen.data.store import write_store
 
 DARK, BRIGHT = 40, 210
 

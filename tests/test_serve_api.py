@@ -160,6 +160,17 @@ def test_size_resizes(client):
     assert pixels(client.get("/face.png?seed=3&size=48").content).shape == (48, 48, 3)
 
 
+def test_size_is_a_smooth_lanczos_upscale_not_blocks(client):
+    """The page's face: the model's 32 px picture upscaled with Lanczos to the screen's pixels,
+    smooth where nearest neighbour would give constant 4 x 4 blocks."""
+    native = pixels(client.get("/face.png?seed=3").content)
+    big = pixels(client.get("/face.png?seed=3&size=128").content)
+    assert big.shape == (128, 128, 3)
+    assert np.array_equal(big, np.asarray(Image.fromarray(native).resize((128, 128), Image.Resampling.LANCZOS)))
+    same_as_left = (big[:, 1:] == big[:, :-1]).all(axis=-1).mean()   # 3/4 for 4 x 4 blocks
+    assert same_as_left < 0.25 and not np.array_equal(big, np.kron(native, np.ones((4, 4, 1), dtype=np.uint8)))
+
+
 def test_morph_gif_walks_there_and_back(client):
     r = client.get("/morph.gif?from=1&to=2&frames=4&size=40")
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and "etag" in r.headers
@@ -203,6 +214,22 @@ def test_bad_input_is_a_4xx_json_error(client, url, status):
     assert body["status"] == status and isinstance(body["error"], str) and body["error"]
 
 
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("/face.png?seed=abc", "seed must be a whole number 0..4294967295, not 'abc'"),
+        ("/face.png?seed=-1", "seed must be a whole number 0..4294967295, not '-1'"),
+        ("/face.png?seed=4294967296", "seed must be a whole number 0..4294967295"),
+        ("/morph.gif?from=1.5&to=2", "from must be a whole number 0..4294967295, not '1.5'"),
+        ("/morph.gif?from=1&to=x", "to must be a whole number 0..4294967295, not 'x'"),
+        ("/morph.gif?from=1", "to: Field required"),
+    ],
+)
+def test_a_bad_seed_is_told_the_valid_seeds(client, url, said):
+    r = client.get(url)
+    assert r.status_code == 422 and said in r.json()["error"]
+
+
 def test_bad_method_is_json_too(client):
     r = client.post("/face.png?seed=1")
     assert r.status_code == 405 and "error" in r.json()
@@ -218,6 +245,28 @@ def test_page_and_its_files(client, generator):
     for name, kind in [("app.js", "javascript"), ("style.css", "text/css")]:
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"] and len(r.content) > 500
+
+
+def test_page_carries_the_models_side_and_its_truncation(client):
+    """The page starts its truncation slider at the model's recommended psi (1 for this GAN)
+    and states the model's own resolution beside the face."""
+    page = client.get("/").text
+    assert 'data-resolution="32"' in page and 'data-psi="1"' in page and ">32 × 32 model<" in page
+    slider = page[page.index('id="psi-control"'):page.index("</label>")]
+    assert " hidden" not in slider.split(">")[0] and 'value="1"' in slider
+
+
+def test_the_cache_keeps_to_its_byte_budget():
+    from facegen.serve.app import LRUCache
+
+    cache = LRUCache(100, max_bytes=10)
+    for key in "abc":
+        cache.put(key, b"1234")                       # 12 bytes: "a" goes
+    assert len(cache) == 2 and cache.get("a") is None and cache.nbytes == 8
+    cache.put("b", b"123456")                         # replacing counts the new size only: 10 bytes
+    assert cache.get("c") == b"1234" and cache.nbytes == 10
+    cache.put("huge", b"x" * 11)                      # larger than the whole budget: never kept
+    assert cache.get("huge") is None and len(cache) == 2
 
 
 def test_info_and_healthz(client, generator):

@@ -76,6 +76,15 @@ def test_diffusion_faces_by_seed_and_a_deterministic_morph(tiny_ddpm):
     assert Image.open(io.BytesIO(morph.content)).n_frames == 4
 
 
+@pytest.mark.parametrize("family, psi", [("tiny_ddpm", None), ("tiny_ldm", None), ("tiny_gan", "1")])
+def test_the_page_has_a_truncation_control_only_for_a_model_with_truncation(family, psi, request):
+    with TestClient(create_app(request.getfixturevalue(family))) as c:
+        page = c.get("/").text
+    control = page[page.index("<label"):page.index(">", page.index("<label"))]
+    assert 'id="psi-control"' in control and (" hidden" in control) == (psi is None)
+    assert f'data-psi="{psi or ""}"' in page
+
+
 @pytest.mark.parametrize("family", ["tiny_ddpm", "tiny_ldm", "tiny_gan"])
 def test_morph_ends_are_the_two_seeds_faces(family, request):
     generator = request.getfixturevalue(family)

@@ -68,7 +68,7 @@ def test_a_bare_no_for_mixed_precision_means_no():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("lr=abc", "lr must be a number (like its default 0.0001), got 'abc'"),
+    ("lr=abc", "lr must be a number (like the preset 0.0003), got 'abc'"),
     ("lr=-1e-4", "lr must be a positive number"),
     ("steps=-5", "steps must be a positive integer, got -5"),
     ("batch_size=0", "batch_size must be a positive integer, got 0"),
@@ -238,3 +238,13 @@ def test_the_sample_options_a_family_accepts_are_those_its_generator_decodes():
     assert accepted["ddpm"] == decoded(DiffusionGenerator) and accepted["ldm"] == decoded(LatentGenerator)
     assert accepted["sd"] == set(DEFAULT_OPTIONS) and accepted["gan"] == decoded(GanGenerator) - {"psi"} == set()
     assert accepted["ae"] == set()  # its grids are reconstructions: nothing to choose
+
+
+def test_a_wrong_kind_of_value_quotes_the_presets_value_not_the_global_default():
+    from facegen.config import DEFAULTS, load_config
+    from facegen.utils import FacegenError
+
+    preset_lr = load_config("ddpm-tiny32")["lr"]
+    assert preset_lr != DEFAULTS["lr"]
+    with pytest.raises(FacegenError, match=rf"lr must be a number \(like the preset {preset_lr!r}\), got 'abc'"):
+        load_config("ddpm-tiny32", ["lr=abc"])

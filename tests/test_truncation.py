@@ -185,6 +185,14 @@ def test_endpoint_refuses_psi_outside_0_1_with_400(client, url):
     r = client.get(url)
     assert r.status_code == 400
     assert r.json()["status"] == 400 and "psi" in r.json()["error"] and "\n" not in r.json()["error"]
+    assert "use 0 < psi <= 1" in r.json()["error"]                # says what is valid
+
+
+@pytest.mark.parametrize("url", ["/face.png?seed=1&psi=abc", "/face.png?seed=1&psi=", "/morph.gif?from=1&to=2&psi=0.5x"])
+def test_endpoint_psi_that_is_not_a_number_is_told_the_range(client, url):
+    r = client.get(url)
+    assert r.status_code == 422
+    assert r.json()["error"].startswith("psi must be a number above 0 and at most 1 (1 = no truncation), not ")
 
 
 def test_endpoint_of_a_diffusion_model_refuses_psi(tiny_ddpm):
@@ -212,6 +220,8 @@ def test_the_page_uses_the_models_recommended_psi_and_sampling_does_not(tiny_gan
     assert gen.recommended_psi == 0.5 and gen.info()["recommended_psi"] == 0.5
     assert np.array_equal(sample.generate(gen, [3])[0], sample.generate(sample.load_generator(tiny_gan_model, "cpu"), [3])[0])
     with TestClient(create_app(gen, window_ms=1)) as c:
+        page = c.get("/").text
+        assert 'data-psi="0.5"' in page and 'step="0.05" value="0.5"' in page   # the page's slider starts there
         plain, one = c.get("/face.png?seed=3"), c.get("/face.png?seed=3&psi=1")
         assert np.array_equal(pixels(plain.content), sample.generate(gen, [3], psi=0.5)[0])
         assert np.array_equal(pixels(one.content), sample.generate(gen, [3])[0])

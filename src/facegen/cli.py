@@ -1,6 +1,7 @@
 """The `facegen` command. Each command parses its options, then calls one library function.
 
-User mistakes raise FacegenError; `main` prints them as one line and exits with status 2.
+User mistakes raise FacegenError; `main` prints them as one line and exits with status 2, as it
+does with the mistakes click finds while parsing (an option out of its range, a missing option).
 Heavy imports (torch, diffusers) happen inside the commands so `facegen --help` is fast.
 """
 
@@ -22,9 +23,56 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
 )
 data_app = typer.Typer(help="Prepare and inspect face stores.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import facegen
+
+        typer.echo(f"facegen {facegen.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train, sample, evaluate and serve realistic face generators."""
+
+
+def _out_folder(out: Path, option: str = "--out") -> Path:
+    """A folder to write into, checked before any work: refuse in one line a path that is a file
+    or lies under one (mkdir would fail with a traceback, perhaps after an hour of sampling)."""
+    if out.exists() and not out.is_dir():
+        raise FacegenError(f"{option} {out} is a file, not a folder; give a folder path (or move the file away)")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FacegenError(f"{option} {out}: {parent} is a file, not a folder; give a folder path")
+            break
+    return out
+
+
+def _check_sampling(run: Optional[Path], sampler: Optional[str], steps: Optional[int]) -> None:
+    """--sampler/--steps against the exported model's family, from its facegen.json (no weights
+    loaded): refused in one line before any progress bar. Also refuses a run without model/."""
+    from facegen.config import samplers
+    from facegen.sample import EXPORT_META, model_dir
+
+    folder = model_dir(run)  # a run without model/: how to export it
+    if sampler is None and steps is None:
+        return
+    family = json.loads((folder / EXPORT_META).read_text()).get("family")
+    known = samplers(family)
+    if known is None:
+        given = " and ".join(flag for flag, value in (("--sampler", sampler), ("--steps", steps)) if value is not None)
+        raise FacegenError(f"{given}: a {family} model makes a face in one pass, with no sampler or steps; drop {given}")
+    if sampler is not None and sampler not in known:
+        raise FacegenError(f"--sampler {sampler}: unknown sampler {sampler!r} for this {family} model; choose one of {', '.join(known)}")
 
 
 # ---- data (issue: foundation) ----------------------------------------------------------
@@ -112,9 +160,15 @@ def data_info(
 # ---- train (issue: training loop) ------------------------------------------------------
 
 
-@app.command("train", context_settings={"allow_interspersed_args": True})
+def _presets_epilog() -> str:
+    from facegen.config import preset_names
+
+    return "Presets: " + ", ".join(preset_names()) + " (src/facegen/configs/)."
+
+
+@app.command("train", context_settings={"allow_interspersed_args": True}, epilog=_presets_epilog())
 def train_command(
-    preset: str = typer.Argument(..., help="Preset name (e.g. ddpm-tiny32; see src/facegen/configs/) or a YAML config file."),
+    preset: str = typer.Argument(..., help="Preset name (e.g. ddpm-tiny32; the list is below) or a YAML config file."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides as key=value (YAML values), e.g. lr=2e-4 model.layers_per_block=1."),
     data: Path = typer.Option(..., "--data", help="Face store folder written by `facegen data prepare`."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoints, samples, logs, model/."),
@@ -151,6 +205,7 @@ def train_command(
     from facegen.distributed import is_main
     from facegen.train import resolved_yaml, train
 
+    _out_folder(out)
     # Local paths are recorded absolute, so that --resume and sampling work from any directory.
     if pretrained and Path(pretrained).exists():
         pretrained = str(Path(pretrained).resolve())
@@ -168,6 +223,33 @@ def train_command(
         else:
             typer.echo(f"done: {out / 'model'} (sample it with `facegen sample {out} --n 16 --out {out}/faces`)")
 
+
+
+# ---- export ----------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="Run folder written by `facegen train` (with checkpoints/)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="step-N", help="Which checkpoint of RUN/checkpoints/; default: the latest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing RUN/model/."),
+) -> None:
+    """Write RUN/model/ from a checkpoint's EMA weights, as the end of training would.
+
+    For a run stopped before its last step (Ctrl-C, a kill, a time limit of the machine):
+    sampling, evaluation and serving need RUN/model/. `--resume` would train on instead.
+
+    Examples:
+
+        facegen export runs/tiny32
+
+        facegen export runs/tiny32 --checkpoint step-004000 --overwrite
+    """
+    from facegen.export import export_checkpoint
+
+    result = export_checkpoint(run, checkpoint, overwrite=overwrite)
+    typer.echo(f"exported {result['checkpoint'].name} (step {result['step']}) -> {result['model']} "
+               f"(sample it with `facegen sample {run} --n 16 --out {run}/faces`)")
 
 
 # ---- sample ----------------------------------------------------------------------------
@@ -191,8 +273,8 @@ def sample_command(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps; default: the model's."),
     seed: int = typer.Option(0, "--seed", min=0, help="First seed (with --n)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Explicit seeds instead of --n/--seed, e.g. 0-99,500."),
-    batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass (does not change the images)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", metavar="LIST", help="Explicit seeds instead of --n/--seed: integers and ranges that include both ends, e.g. 0-99,500 (101 faces)."),
+    batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass (changes an image by one grey level at most; a folder is resumed only with the same --batch)."),
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion: the prompt; default: the training prompt."),
     negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty)."),
@@ -221,6 +303,10 @@ def sample_command(
     if (n is None) == (seeds is None):
         raise FacegenError("give either --n N (seeds --seed .. --seed+N-1) or --seeds LIST, e.g. --n 16 or --seeds 0-15")
     seed_list = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + n))
+    if not seed_list:
+        raise FacegenError(f"--seeds {seeds!r} names no seed; give integers or ranges, e.g. --seeds 0-15")
+    _out_folder(out)
+    _check_sampling(run, sampler, steps)
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
                                  ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
     # Under `accelerate launch` the seeds are split across the processes (docs/scaling.md).
@@ -271,8 +357,15 @@ def eval_command(
     """
     import shlex
 
-    from facegen.evaluate import evaluate
+    from facegen.evaluate import default_out, evaluate, is_run
+    from facegen.sample import is_unexported_run, no_export_message
 
+    for folder in (source, source.parent) if source.name == "model" else (source,):  # RUN, or RUN/model
+        if is_unexported_run(folder):  # not a folder of pictures: its loss.png is no face
+            raise FacegenError(no_export_message(folder))
+    _out_folder(out or default_out(source, truncation))
+    if is_run(source):
+        _check_sampling(source, sampler, steps)
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
                                  ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
@@ -384,6 +477,8 @@ def serve_command(
     """
     from facegen.serve.server import serve
 
+    if run is None or Path(run).exists():  # a missing folder gets serve's own line
+        _check_sampling(run, sampler, steps)
     serve(run, host=host, port=port, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue)
 
 
@@ -421,15 +516,39 @@ def demo_command(
     typer.echo(f"report:   {out / 'report.html'}")
 
 
+def _allowed(param) -> str:
+    """'from 1 to 65535' for an option with a range (typer keeps it on the option, click on its type)."""
+    ranged = param if hasattr(param, "min") else getattr(param, "type", None)
+    low, high = getattr(ranged, "min", None), getattr(ranged, "max", None)
+    if low is not None and high is not None:
+        return f"from {low:g} to {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}" if high is not None else ""
+
+
 def main() -> None:
+    """The `facegen` command: every user mistake, ours or one click finds while parsing (an option
+    out of its range, a missing option, an unknown command), is one line `error: ...` and status 2."""
+    # click's exceptions, wherever this typer takes click from (its own copy, typer._click, or click)
+    clicks = sys.modules[typer.BadParameter.__module__]
+    no_args = getattr(clicks, "NoArgsIsHelpError", ())  # click >= 8.2
     try:
-        app()
+        code = app(standalone_mode=False)  # click's errors come here instead of its boxed usage text
     except FacegenError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except no_args:  # `facegen` alone: the help is printed already
+        sys.exit(2)
+    except clicks.ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        hint = [_allowed(getattr(e, "param", None))] + ([f"see `{ctx.command_path} -h`"] if ctx is not None else [])
+        hint = "; ".join(h for h in hint if h)
+        print(f"error: {e.format_message()}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort, getattr(clicks, "Abort", typer.Abort)):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    if isinstance(code, int) and code:  # typer.Exit(code), or typer's own Ctrl-C (130)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

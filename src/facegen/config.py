@@ -113,12 +113,13 @@ def load_config(preset_or_yaml: str | Path | dict, overrides: list[str] | None =
     preset = preset_or_yaml if isinstance(preset_or_yaml, dict) else _read_preset(preset_or_yaml)
     where = "config" if isinstance(preset_or_yaml, dict) else str(preset_or_yaml)
     _merge(cfg, preset, where)
+    preset_values = copy.deepcopy(cfg)  # what an error quotes as the value to imitate: the preset's, not DEFAULTS'
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise FacegenError(f"bad override {item!r}: write key=value, e.g. lr=2e-4 or model.layers_per_block=1")
         _set(cfg, key.strip().split("."), parse_yaml(text), f"override {item!r}")
-    return _resolve(cfg, where)
+    return _resolve(cfg, where, preset_values)
 
 
 def _read_preset(name: str | Path) -> dict:
@@ -163,7 +164,7 @@ def _set(cfg: dict, path: list[str], value: Any, where: str) -> None:
         defaults = defaults[key] if not free and isinstance(defaults, dict) else {}
 
 
-def _resolve(cfg: dict, where: str) -> dict:
+def _resolve(cfg: dict, where: str, preset_values: dict | None = None) -> dict:
     """Fill the family's model defaults, refuse its unknown model keys, check value types and
     ranges (the family's own: its FamilyOptions.check)."""
     from facegen.families import FAMILIES
@@ -179,9 +180,10 @@ def _resolve(cfg: dict, where: str) -> dict:
         cfg["model"] = {**copy.deepcopy(model_defaults), **cfg["model"]}
     if cfg["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
         cfg["mixed_precision"] = "no"
-    _check_types(cfg, DEFAULTS, where)
+    quoted = preset_values or {}
+    _check_types(cfg, DEFAULTS, where, quoted=quoted)
     if model_defaults is not None:
-        _check_types(cfg["model"], model_defaults, where, "model.")
+        _check_types(cfg["model"], model_defaults, where, "model.", {**model_defaults, **(quoted.get("model") or {})})
     for key in ("batch_size", "steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
         if not _is_int(cfg[key]) or cfg[key] < 1:
             raise FacegenError(f"{where}: {key} must be a positive integer, got {cfg[key]!r}")
@@ -261,7 +263,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_types(values: dict, defaults: dict, where: str, prefix: str = "") -> None:
+def _check_types(values: dict, defaults: dict, where: str, prefix: str = "", quoted: dict | None = None) -> None:
     """Each value has its default's kind (a number where the default is a number, ...), so that
     lr=abc is refused here, not as a traceback from the optimizer after the data is loaded.
     Keys whose default is None take anything here (checked where they are used); None itself
@@ -275,9 +277,12 @@ def _check_types(values: dict, defaults: dict, where: str, prefix: str = "") -> 
             continue
         kind, what, ok = next(k for k in kinds if isinstance(default, k[0]))
         if not ok(value):
-            raise FacegenError(f"{where}: {prefix}{key} must be {what} (like its default {default!r}), got {value!r}")
+            example = (quoted or {}).get(key, default)
+            example = example if ok(example) else default  # the preset's value, where it is of the right kind
+            raise FacegenError(f"{where}: {prefix}{key} must be {what} (like {'its default' if example == default else 'the preset'} "
+                               f"{example!r}), got {value!r}")
         if kind is dict and not prefix and key != "sample_options":
-            _check_types(value, default, where, f"{key}.")
+            _check_types(value, default, where, f"{key}.", (quoted or {}).get(key))
 
 
 def per_process_batch(cfg: dict, world_size: int) -> int:

@@ -51,9 +51,37 @@ def model_dir(path_or_run: str | Path | None) -> Path:
     for candidate in (path, path / "model"):
         if (candidate / EXPORT_META).is_file():
             return candidate
+    for run in (path, path.parent) if path.name == "model" else (path,):  # RUN, or RUN/model gone
+        if is_unexported_run(run):
+            raise FacegenError(no_export_message(run))
     if not path.exists():
         raise FacegenError(f"{path}: no such run or model folder")
-    raise FacegenError(f"{path}: no exported model ({EXPORT_META} not found in it or in {path / 'model'}); finish training, or export a checkpoint first")
+    raise FacegenError(f"{path}: no exported model ({EXPORT_META} not found in it or in {path / 'model'}); "
+                       f"give a run folder written by `facegen train`, or its model/ folder")
+
+
+def is_unexported_run(path: str | Path) -> bool:
+    """A training run (config.yaml or checkpoints/) whose RUN/model/ was never written: training
+    stopped (Ctrl-C, a kill) before its end, or model/ was deleted."""
+    path = Path(path)
+    is_run = (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+    return is_run and not (path / "model" / EXPORT_META).is_file() and not (path / EXPORT_META).is_file()
+
+
+def no_export_message(run: str | Path) -> str:
+    """The one line for a run without model/: how to get one (the resume command filled in from
+    the run's config.yaml when it can be read)."""
+    import yaml
+
+    resume = "facegen train ... --resume"
+    try:
+        cfg = yaml.safe_load((Path(run) / "config.yaml").read_text())
+        if cfg.get("preset") and cfg.get("data"):
+            resume = f"facegen train {cfg['preset']} --data {cfg['data']} --out {run} --resume"
+    except (OSError, AttributeError, yaml.YAMLError):  # no config.yaml, or not a mapping: the general form
+        pass
+    return (f"no exported model in {run}; resume training (`{resume}`) "
+            f"or export the latest checkpoint with `facegen export {run}`")
 
 
 def load_generator(path_or_run: str | Path | None = None, device: str | None = None):

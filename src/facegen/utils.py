@@ -166,7 +166,8 @@ def weights_hash(*nets) -> str:
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
-    """'0-3,10' -> [0, 1, 2, 3, 10]. Accepts an int or a list as they are."""
+    """'0-3,10' -> [0, 1, 2, 3, 10] (ranges include both ends). Accepts an int or a list as they are.
+    An empty range ('5-1') is refused: it is a typo, not a request for no faces."""
     if isinstance(text, int):
         return [text]
     if not isinstance(text, str):
@@ -178,9 +179,12 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
             continue
         lo, _, hi = part.partition("-")
         try:
-            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+            first, last = int(lo), int(hi) if hi else int(lo)
         except ValueError:
             raise FacegenError(f"bad seed list {text!r}: use non-negative integers and ranges such as 0-99,200") from None
+        if last < first:  # an empty range would sample nothing and say "0 written"
+            raise FacegenError(f"bad seed list {text!r}: the range {part} is empty; write the smaller seed first, e.g. {last}-{first}")
+        seeds.extend(range(first, last + 1))
     return seeds
 
 

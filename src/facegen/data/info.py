@@ -51,11 +51,11 @@ def _print_summary(store: FaceStore, sheet: Path) -> None:
     source = m.get("source", {})
     table = Table(title=f"face store {store.path}", show_header=False)
     rows = [
-        ("source", f"{source.get('location', '?')} ({source.get('kind', '?')}, {source.get('files', '?')} files)"),
+        ("source", _source_summary(m)),
         ("faces", f"{m['size']}x{m['size']}, crop {m.get('crop', '?')}" + _options(m.get("crop_options"))),
         ("splits", ", ".join(f"{name} {n:,}" for name, n in m["splits"].items())
          + (f" in {store.num_shards} shards" if store.num_shards > 1 else "")),
-        ("holdout", f"{m.get('holdout', 0)} faces chosen with seed {m.get('seed', 0)}"),
+        ("holdout", _holdout_summary(m)),
         ("skipped", _skip_summary(m.get("skipped", []))),
         ("resize", m.get("resize", "?")),
         ("content hash", m["content_hash"]),
@@ -67,6 +67,23 @@ def _print_summary(store: FaceStore, sheet: Path) -> None:
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+
+
+def _source_summary(m: dict) -> str:
+    """Where the faces come from; with --limit, how many of the source's files were read."""
+    source = m.get("source", {})
+    files, limit = source.get("files", "?"), m.get("limit")
+    if limit is not None and isinstance(files, int) and limit < files:
+        return f"{source.get('location', '?')} ({source.get('kind', '?')}): the first {limit:,} of its {files:,} files (--limit {limit})"
+    return f"{source.get('location', '?')} ({source.get('kind', '?')}, {files if not isinstance(files, int) else f'{files:,}'} files)"
+
+
+def _holdout_summary(m: dict) -> str:
+    """The held-out faces, or that there are none (and what that means for evaluation)."""
+    held_out = m["splits"].get("holdout", 0)
+    if not held_out:
+        return "none: every face is for training (prepare with --holdout N to keep faces apart for `facegen eval`)"
+    return f"{held_out:,} faces kept apart from training, chosen with seed {m.get('seed', 0)}"
 
 
 def _options(options: dict | None) -> str:

@@ -71,6 +71,7 @@ def prepare(
 
     crop_options = dict(crop_options or {})
     _check_arguments(size, crop, holdout, limit, crop_options, shards)
+    _check_holdout(holdout, limit, crop_options)
     out = Path(out)
     _remove_installed_work(out)
     srcs = list(src) if isinstance(src, (list, tuple)) else [src]
@@ -99,8 +100,9 @@ def prepare(
                     for r in results:
                         partial.add(*r)
             except KeyboardInterrupt:
-                if progress:
-                    _say(f"interrupted: {int((partial.count >= 0).sum()):,} of {len(names):,} files decoded, kept in "
+                decoded = int((partial.count >= 0).sum())
+                if progress and decoded:
+                    _say(f"interrupted: {decoded:,} of {len(names):,} files decoded, kept in "
                          f"{partial.dir}; run the same command again to continue")
                 raise
             finally:
@@ -108,6 +110,9 @@ def prepare(
         try:
             rows, skipped = _plan(partial, splits, skipped, holdout, seed, source.location)
         except FacegenError as e:
+            if not partial.rows:  # not one face decoded: nothing worth keeping for a next run
+                partial.remove()
+                raise
             raise FacegenError(f"{e} (the decoded faces stay in {partial.dir} for the next run)") from None
         manifest = {
             "facegen_version": facegen.__version__,
@@ -136,6 +141,10 @@ def prepare(
         (partial.dir / INSTALLING).touch()  # from here on the work folder is no longer needed
         replace_dir(partial.store_dir, out, overwrite)
         partial.remove()
+    except BaseException:
+        if partial.dir.exists() and not (partial.count >= 0).any():  # stopped before a file was decoded: nothing to continue
+            partial.remove()
+        raise
     finally:
         partial.release()
     store = FaceStore(out)
@@ -160,6 +169,15 @@ def _check_arguments(size, crop, holdout, limit, crop_options, shards) -> None:
         raise FacegenError(f"--shards {shards}: use 1 (one store) or more")
 
 
+def _check_holdout(holdout: int, limit: int | None, crop_options: dict) -> None:
+    """--holdout beyond --limit, refused before decoding: each file gives at most one face, unless
+    --all-faces takes every face of a group photo. (A holdout of every face found is refused once
+    the faces are decoded, by _plan, which keeps them for the next run.)"""
+    if limit is not None and holdout > limit and not crop_options.get("all_faces"):
+        raise FacegenError(f"--holdout {holdout} leaves no training faces: --limit {limit} reads {limit} files of one face at most; "
+                           f"use a --holdout below {limit} (e.g. --holdout {max(1, limit // 10)}) or a larger --limit")
+
+
 def _check_out(src, out: Path, overwrite: bool) -> None:
     """Refuse before decoding anything: SRC itself, an existing store, an unwritable place."""
     if not str(src).startswith("hf:"):
@@ -168,6 +186,8 @@ def _check_out(src, out: Path, overwrite: bool) -> None:
             raise FacegenError(f"--out {out} would replace the source {src}; choose another --out")
         if src_path in out_path.parents:  # the next prepare would read the store as photos
             raise FacegenError(f"--out {out} is inside the source {src}; choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise FacegenError(f"--out {out} is a file, not a face store folder; choose another --out (or move the file away)")
     if out.exists():
         if not overwrite:
             raise FacegenError(f"{out} already exists; pass --overwrite to replace it or choose another --out")

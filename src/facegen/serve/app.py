@@ -12,7 +12,9 @@ batches (batcher.py). `psi` is the GAN truncation (0 < psi <= 1, default 1 = off
 of every work, cache and ETag key. `v` is the model's tag (/info `model_tag`, a hash of its info
 and weights): only a URL naming the model being served is cached as immutable; without it (or
 with another model's) the browser revalidates its copy by ETag, so a retrained model at the same
-address is never hidden behind a cached face. Bad input gets a 4xx JSON error.
+address is never hidden behind a cached face. `size` resamples with Lanczos (encode.py): the
+page asks for the face at its screen size, smooth, and for the model's own pixels when its
+"pixels" toggle is on. Bad input gets a 4xx JSON error that states the valid values.
 The server never opens a file named by a request: the page's three files are read from
 the package once, at start-up, and served from memory under fixed routes.
 """
@@ -44,16 +46,21 @@ MAX_SEED = 2**32 - 1          # seeds are unsigned 32-bit: what the page draws a
 MIN_SIZE, MAX_SIZE = 16, 1024  # pixels per side of a served image
 MAX_FRAMES = 48               # frames per morph; each costs a full sample
 MAX_MORPH_SIZE = 512          # pixels per side of a morph: a GIF holds 2 * frames pictures
+CACHE_BYTES = 256 * 2**20     # most bytes of encoded images kept: a 512 px face is ~150 KiB, a 256 px morph ~1.3 MiB
 IMMUTABLE = "public, max-age=31536000, immutable"  # a URL that names the model's version (v=TAG): its bytes never change
 REVALIDATE = "public, no-cache"                    # any other seeded URL: kept, but checked by ETag before each use
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+# What a query value must be, said in the 422 when it is not (the page says the same).
+VALID = {"seed": f"seed must be a whole number 0..{MAX_SEED}", "from": f"from must be a whole number 0..{MAX_SEED}",
+         "to": f"to must be a whole number 0..{MAX_SEED}", "psi": "psi must be a number above 0 and at most 1 (1 = no truncation)"}
 
 
 class LRUCache:
-    """Encoded images by request key, least recently used dropped first. Event-loop only."""
+    """Encoded images by request key, least recently used dropped first when there are more
+    than `capacity` of them or they hold more than `max_bytes`. Event-loop only."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
+    def __init__(self, capacity: int, max_bytes: int = CACHE_BYTES):
+        self.capacity, self.max_bytes, self.nbytes = capacity, max_bytes, 0
         self._items: OrderedDict[Hashable, bytes] = OrderedDict()
 
     def get(self, key: Hashable) -> bytes | None:
@@ -63,12 +70,13 @@ class LRUCache:
         return None
 
     def put(self, key: Hashable, value: bytes) -> None:
-        if self.capacity <= 0:
+        if self.capacity <= 0 or len(value) > self.max_bytes:
             return
+        self.nbytes += len(value) - len(self._items.get(key, b""))
         self._items[key] = value
         self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        while len(self._items) > self.capacity or self.nbytes > self.max_bytes:
+            self.nbytes -= len(self._items.popitem(last=False)[1])
 
     def __len__(self) -> int:
         return len(self._items)
@@ -90,7 +98,8 @@ def create_app(
     # from the previous one.
     model_info = {**generator.info(), **options, "weights_sha256": sample.weights_hash(generator)}
     model_tag = hashlib.sha256(json.dumps(model_info, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    page = _page(model_info, model_tag)
+    page_psi = getattr(generator, "recommended_psi", 1.0) if getattr(generator, "truncation", False) else None
+    page = _page(model_info, model_tag, page_psi)
     static = {name: resources.files("facegen.serve").joinpath("static", name).read_bytes() for name in STATIC}
     cache = LRUCache(cache_size)
     in_flight: dict[tuple, asyncio.Future] = {}             # work queued or running, by (key, payload)
@@ -220,18 +229,18 @@ def create_app(
     return app
 
 
-def _page(model_info: dict, model_tag: str) -> str:
-    """index.html with the model's facts filled in (escaped: a model name is not trusted HTML)."""
+def _page(model_info: dict, model_tag: str, psi: float | None) -> str:
+    """index.html with the model's facts filled in (escaped: a model name is not trusted HTML).
+    `psi` is the truncation the page starts at (the model's recommended psi), None for a model
+    without truncation: the page then has no truncation control."""
     from html import escape
 
-    steps, side = model_info.get("steps"), model_info.get("resolution")
+    steps, side = model_info.get("steps"), model_info.get("resolution", "")
     facts = [model_info.get("name", "model"), model_info.get("family"), model_info.get("sampler"),
              f"{steps} step{'s' if steps != 1 else ''}" if steps else None]
-    spans = [f"<span>{escape(str(f))}</span>" for f in facts if f]
-    if side:  # the model's real resolution; app.js adds the scale the face is shown at
-        spans.append(f'<span id="resolution">{escape(f"{side} × {side} px")}</span>')
-    values = {"facts": " · ".join(spans),
-              "tag": escape(model_tag), "resolution": escape(str(model_info.get("resolution", "")))}
+    values = {"facts": " · ".join(f"<span>{escape(str(f))}</span>" for f in facts if f),
+              "tag": escape(model_tag), "resolution": escape(str(side)),
+              "psi": "" if psi is None else f"{psi:g}", "psi_hidden": " hidden" if psi is None else ""}
     template = resources.files("facegen.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
     for key, value in values.items():
         template = template.replace("{{" + key + "}}", value)
@@ -250,7 +259,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         problems = []
         for e in exc.errors():
             where = ".".join(str(part) for part in e.get("loc", ())[1:]) or "request"
-            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+            if where in VALID and e.get("type") != "missing":  # say what is valid, not pydantic's words
+                problems.append(f"{VALID[where]}, not {str(e.get('input'))[:40]!r}")
+            else:
+                problems.append(f"{where}: {e.get('msg', 'invalid')}")
         return _error(422, "; ".join(problems))
 
     @app.exception_handler(HTTPException)
