@@ -116,3 +116,21 @@ def test_demo_cli_reports_paths_and_refuses_missing_model(tiny_gan_model, tmp_pa
     bad = runner.invoke(app, ["demo", "--out", str(tmp_path / "e"), "--model", str(tmp_path / "nope")])
     assert bad.exit_code != 0
     assert "no such run or model folder" in str(bad.exception)
+
+
+def test_the_report_renders_the_model_card_as_html(tiny_gan_model, tmp_path):
+    """The model card in report.html is HTML (headings, tables, lists, code), not raw markdown."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gan_model, model)
+    (model / "MODEL_CARD.md").write_text(
+        "# Model card: tiny\n\nFamily `gan`, **64x64** faces,\ntrained briefly.\n\n"
+        "| metric | value |\n| --- | --- |\n| FID | 50.33 |\n\n"
+        "- **Data**: a store\n  of faces\n- two < three\n\n```yaml\nlr: 0.0002\n# not a heading\n```\n")
+    run_demo(tmp_path / "demo", n_eval=16, n_grid=16, model=model, progress=False)
+    report = (tmp_path / "demo" / "report.html").read_text()
+    card = report[report.index("Model card</h2>"):]
+    assert "<h3>Model card: tiny</h3>" in card and "# Model card" not in card
+    assert "<p>Family <code>gan</code>, <b>64x64</b> faces, trained briefly.</p>" in card
+    assert "<th>metric</th><th>value</th>" in card and "<td>FID</td><td>50.33</td>" in card and "| ---" not in card
+    assert "<li><b>Data</b>: a store of faces</li><li>two &lt; three</li>" in card
+    assert "<pre><code>lr: 0.0002\n# not a heading</code></pre>" in card

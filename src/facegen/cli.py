@@ -7,11 +7,14 @@ Heavy imports (torch, diffusers) happen inside the commands so `facegen --help` 
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
+import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -73,6 +76,26 @@ def _check_sampling(run: Optional[Path], sampler: Optional[str], steps: Optional
         raise FacegenError(f"{given}: a {family} model makes a face in one pass, with no sampler or steps; drop {given}")
     if sampler is not None and sampler not in known:
         raise FacegenError(f"--sampler {sampler}: unknown sampler {sampler!r} for this {family} model; choose one of {', '.join(known)}")
+
+
+def _psi(value: float) -> float:
+    """--truncation is checked while the command line is parsed, before a model loads."""
+    from facegen.sample import check_psi
+
+    try:
+        return check_psi(value)
+    except FacegenError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+# The sampling options of `sample`, `eval`, `sweep` and `serve`, declared once: each command
+# names its parameter with one of these types (the GAN-only --truncation: sample and eval).
+Sampler = Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=10000, help="Sampling steps per face (fewer = faster); default: the model's.")]
+Truncation = Annotated[float, typer.Option("--truncation", metavar="PSI", callback=_psi, help="GAN: pull z toward its mean, z' = PSI * z, 0 < PSI <= 1 (1 = off): fewer odd faces, less variety; the same seed stays the same face.")]
+GuidanceScale = Annotated[Optional[float], typer.Option("--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5).")]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", help="Stable Diffusion: the prompt; default: the training prompt.")]
+NegativePrompt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty).")]
 
 
 # ---- data (issue: foundation) ----------------------------------------------------------
@@ -255,30 +278,20 @@ def export_command(
 # ---- sample ----------------------------------------------------------------------------
 
 
-def _psi(value: float) -> float:
-    """--truncation is checked while the command line is parsed, before a model loads."""
-    from facegen.sample import check_psi
-
-    try:
-        return check_psi(value)
-    except FacegenError as e:
-        raise typer.BadParameter(str(e)) from None
-
-
 @app.command("sample")
 def sample_command(
     run: Optional[Path] = typer.Argument(None, help="Run folder (or its model/ folder) of a finished training; omitted = the embedded default model."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of images: seeds START .. START+N-1."),
     out: Path = typer.Option(..., "--out", help="Folder for seedNNNNNN.png files (existing files are kept and skipped)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps; default: the model's."),
+    sampler: Sampler = None,
+    steps: Steps = None,
     seed: int = typer.Option(0, "--seed", min=0, help="First seed (with --n)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", metavar="LIST", help="Explicit seeds instead of --n/--seed: integers and ranges that include both ends, e.g. 0-99,500 (101 faces)."),
     batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass (changes an image by one grey level at most; a folder is resumed only with the same --batch)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion: the prompt; default: the training prompt."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty)."),
-    truncation: float = typer.Option(1.0, "--truncation", metavar="PSI", callback=_psi, help="GAN: pull z toward its mean, z' = PSI * z, 0 < PSI <= 1 (1 = off): fewer odd faces, less variety; the same seed stays the same face."),
+    guidance_scale: GuidanceScale = None,
+    prompt: Prompt = None,
+    negative_prompt: NegativePrompt = None,
+    truncation: Truncation = 1.0,
 ) -> None:
     """Generate faces by seed into a folder; the same seed always gives the same face.
 
@@ -324,23 +337,25 @@ def eval_command(
     source: Path = typer.Argument(..., help="Folder of images, run directory / exported model (sampled first), or a face store."),
     ref: Path = typer.Option(..., "--ref", help="Reference face store (from `facegen data prepare`)."),
     split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout (a store without one needs --split named)."),
-    metrics: str = typer.Option("fid,kid,pr,dc,mem,faces", "--metrics", help="Comma list of fid,kid,pr,dc,mem,faces (is: not available, see docs)."),
+    metrics: str = typer.Option("fid,kid,pr,dc,mem,faces", "--metrics", help="Comma list of fid,kid,pr,dc,mem,faces."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Pictures to evaluate; default: all in a folder/store, 10,000 sampled from a run."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: SOURCE/eval (STORE-eval beside a store)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler when SOURCE is a run; default: the model's."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps when SOURCE is a run."),
+    sampler: Sampler = None,
+    steps: Steps = None,
     batch: int = typer.Option(32, "--batch", min=1, max=1024, help="Inception batch size (does not change the figures)."),
     mem_pool: Optional[int] = typer.Option(None, "--mem-pool", min=2, help="Memorization in Inception space: search only N training faces spread over the split (recorded in the report); default: the whole train split."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a run against reference faces it trained on (refused otherwise; recorded in metrics.json)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="Stable Diffusion run: guidance weight; default: the model's."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Stable Diffusion run: the prompt; default: the model's."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Stable Diffusion run: negative prompt; default: the model's."),
-    truncation: float = typer.Option(1.0, "--truncation", metavar="PSI", callback=_psi, help="GAN run: truncation psi, 0 < PSI <= 1 (1 = off); the default report folder becomes SOURCE/eval-psiPSI."),
+    guidance_scale: GuidanceScale = None,
+    prompt: Prompt = None,
+    negative_prompt: NegativePrompt = None,
+    truncation: Truncation = 1.0,
 ) -> None:
     """Score generated faces against a face store: FID, KID, precision/recall, density/coverage,
     a memorization audit and face checks. Writes metrics.json, report.md and report.html.
 
     FID is refused below 2,048 pictures per set (use KID) and warned about below 10,000.
+    When SOURCE is a run, it is sampled first with the sampling options (--sampler, --steps,
+    --truncation, ...); with --truncation PSI != 1 the default report folder is SOURCE/eval-psiPSI.
     A run's training store (RUN/config.yaml) is checked against the reference: reference
     faces it trained on are refused unless --allow-overlap, and the memorization audit
     searches those training faces.
@@ -371,21 +386,56 @@ def eval_command(
     result = evaluate(source, ref, split=split, metrics=metrics, n=n, out=out, batch_size=batch,
                       sample_options=options, command=shlex.join(["facegen", *sys.argv[1:]]), mem_pool=mem_pool,
                       allow_overlap=allow_overlap)
+    for line in _eval_lines(result):
+        typer.echo(line)
+    typer.echo(f"report: {result['out']}/report.html")
+
+
+def _eval_lines(result: dict) -> list[str]:
+    """`facegen eval`'s summary: one figure per row, all written alike (4 decimals); a figure that
+    could not be measured on these pictures is left out, with one line saying why."""
+    def number(value) -> bool:
+        return value is not None and not math.isnan(value)  # None and NaN: not measured
+
     overlap = result["reference"]["overlap"]
-    typer.echo(f"{'reference':<12} " + (f"{overlap['in_training']} of its {overlap['of']} faces among the run's training faces"
-                                        if overlap["checked"] else overlap["note"]))
+    said = (f"{overlap['in_training']} of its {overlap['of']} faces among the run's training faces"
+            if overlap["checked"] else overlap["note"])
+    rows, skipped = [], []
     m = result["metrics"]
+    resolution = result["reference"].get("resolution")
+    px = f" at {resolution} px" if resolution else ""  # dlib's detector finds few faces in small pictures
     for name, entry in m.items():
-        if "value" in entry:
-            typer.echo(f"{name:<12} {entry['value']:.4g}  ({entry['n_generated']} generated / {entry['n_reference']} reference)")
+        if isinstance(entry, dict) and "value" in entry:
+            if number(entry["value"]):
+                rows.append((name, entry["value"], f"{entry['n_generated']} generated / {entry['n_reference']} reference"))
+            else:
+                skipped.append(f"{name}: no figure on {entry['n_generated']} generated / {entry['n_reference']} reference pictures")
     if "memorization" in m:
         mem = m["memorization"]
-        typer.echo(f"{'copies':<12} Inception {mem['inception']['copy_share']:.3f}, pixels {mem['pixels']['copy_share']:.3f}, "
-                   f"identity uniqueness {mem['identity'].get('uniqueness', float('nan')):.3f}  (share of samples)")
+        for space in ("inception", "pixels"):
+            if number(mem.get(space, {}).get("copy_share")):
+                rows.append((f"copies {space}", mem[space]["copy_share"], "share of samples"))
+        ident = mem.get("identity", {})
+        if number(ident.get("uniqueness")):
+            rows.append(("uniqueness", ident["uniqueness"], "identity: share of samples"))
+        else:
+            skipped.append(f"identity uniqueness: faces found in {ident.get('faces_generated', 0)} of "
+                           f"{ident.get('n_generated', 0)} generated and {ident.get('faces_train', 0)} of "
+                           f"{ident.get('n_train', 0)} training pictures{px} (needs 1 and 2)")
     if "faces" in m:
-        typer.echo(f"{'one face':<12} {m['faces']['generated']['one_face_share']:.3f} generated, "
-                   f"{m['faces']['reference']['one_face_share']:.3f} reference; roll W1 {m['faces']['wasserstein1']['roll_deg'] or float('nan'):.2f} deg")
-    typer.echo(f"report: {result['out']}/report.html")
+        g, r = m["faces"]["generated"], m["faces"]["reference"]
+        rows.append(("one face", g["one_face_share"], f"share of generated; reference {r['one_face_share']:.4f}"))
+        roll = m["faces"]["wasserstein1"].get("roll_deg")
+        if number(roll):
+            rows.append(("roll W1", roll, "degrees, generated vs reference"))
+        else:
+            skipped.append(f"roll W1: a face found in {1 - g['no_face_share']:.4f} of generated and "
+                           f"{1 - r['no_face_share']:.4f} of reference pictures{px} (needs faces on both sides)")
+    width = max([12, *(len(name) for name, _, _ in rows)])
+    lines = [f"{'reference':<{width}} {said}"]
+    lines += [f"{name:<{width}} {value:10.4f}  ({note})" for name, value, note in rows]
+    lines += [f"{'not measured':<{width}} {why}" for why in skipped]
+    return lines
 
 
 @app.command("compare")
@@ -396,7 +446,9 @@ def compare_command(
     """Results table over runs: mean +/- std over seeds per metric, like a paper's table.
 
     Runs are grouped by name without a leading run number and a trailing -seedN suffix
-    (00003-ddpm64-seed1 -> ddpm64). Figures computed with another protocol than the rest of
+    (00003-ddpm64-seed1 -> ddpm64), and by model and sampling settings: two evaluations of
+    one run with another --sampler, --steps or --truncation are two rows. The table is cut
+    to the terminal's width (short headers, explained below it). Figures computed with another protocol than the rest of
     their column (feature network, resize, reference set or split, sample counts, k or
     subsets) are never averaged with them: each gets its own figure, marked with a numbered
     dagger that the notes below the table explain.
@@ -422,10 +474,10 @@ def sweep_command(
     n: int = typer.Option(10_000, "--n", min=1, help="Faces per scale (seeds 0..n-1 at every scale); FID needs >= 2048."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder (default RUN/sweep): a report per scale, sweep.md, sweep.json."),
     metrics: str = typer.Option("fid,kid", "--metrics", help="Metrics per scale, as in `facegen eval` (fid,kid,pr,dc,mem,faces)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10000, help="Sampling steps; default: the model's (50)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler; default: the model's."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt; default: the training prompt."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Negative prompt; default: the model's."),
+    steps: Steps = None,
+    sampler: Sampler = None,
+    prompt: Prompt = None,
+    negative_prompt: NegativePrompt = None,
     split: Optional[str] = typer.Option(None, "--split", help="Reference split; default: holdout if present, else train."),
     batch: int = typer.Option(32, "--batch", min=1, help="Inception batch."),
 ) -> None:
@@ -455,16 +507,17 @@ def serve_command(
     run: Optional[Path] = typer.Argument(None, help="Run folder (or its model/) to serve; omitted = the embedded default model."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 makes the page reachable from other machines."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-    steps: Optional[int] = typer.Option(None, min=1, max=1000, help="Sampler steps per face (fewer = faster); default: the model's."),
-    sampler: Optional[str] = typer.Option(None, help="Diffusion sampler (ddpm, ddim, dpm++, unipc); default: the model's."),
+    steps: Steps = None,
+    sampler: Sampler = None,
     max_batch: int = typer.Option(8, "--max-batch", min=1, max=256, help="Most faces generated together in one batch."),
     window_ms: float = typer.Option(10.0, "--window-ms", min=0, max=1000, help="How long a request waits for others to share its batch."),
     queue: int = typer.Option(64, min=1, max=10000, help="Most waiting requests; beyond it the server answers 503 with Retry-After."),
 ) -> None:
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
-    Without RUN it serves the embedded default model.
-    Space shows a new face; /?seed=N shows face N; /?psi=0.7 shows a GAN's faces truncated.
+    Without RUN it serves the embedded default model. Space shows a new face; /?seed=N shows
+    face N; /?psi=0.7 shows a GAN's faces truncated.
+
     API: /face.png?seed=N&psi=P, /morph.gif?from=A&to=B, /info, /healthz.
 
     Examples:
@@ -514,6 +567,52 @@ def demo_command(
         typer.echo(f"metrics:  KID {d['kid']:.4f} +/- {d['kid_std']:.4f}, precision {d['precision']:.3f}, recall {d['recall']:.3f} "
                    f"({d['n_generated']} generated vs {d['n_reference']} held-out real faces; indicative only)")
     typer.echo(f"report:   {out / 'report.html'}")
+
+
+EXAMPLE_WIDTH = 74  # an example line and its 4-space indent inside rich's 78 columns of an 80-column terminal
+
+
+def _reflow(doc: str) -> str:
+    """A command's docstring as its --help text: prose paragraphs joined into one line each, so
+    that rich wraps them at the terminal's width instead of at our source's line breaks;
+    indented lines (examples) stay lines, a long one continued with ` \\` on lines indented
+    4 more, so that it reads and pastes as one command instead of wrapping to column 0."""
+    paragraphs = []
+    for paragraph in doc.split("\n\n"):
+        lines = paragraph.split("\n")
+        if any(line.startswith(" ") for line in lines):
+            paragraphs.append("\n".join(_continued(line) for line in lines))
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _continued(line: str) -> str:
+    """One example line cut between its words (a quoted string is one word, an option and its
+    value stay together) into lines of EXAMPLE_WIDTH."""
+    indent = line[:len(line) - len(line.lstrip())]
+    if len(line) - len(indent) <= EXAMPLE_WIDTH:
+        return line
+    words = []
+    for word in re.findall(r'(?:"[^"]*"|\'[^\']*\'|\S)+', line):
+        if words and words[-1].startswith("--") and " " not in words[-1] and not word.startswith("-"):
+            words[-1] += " " + word  # an option stays with its value
+        else:
+            words.append(word)
+    out, current = [], ""
+    for word in words:
+        width = EXAMPLE_WIDTH - (4 if out else 0) - 2  # room for " \\"
+        if current and len(current) + 1 + len(word) > width:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    out.append(current)
+    return " \\\n".join(indent + ("    " if k else "") + part for k, part in enumerate(out))
+
+
+for _info in [*app.registered_commands, *data_app.registered_commands]:
+    _info.help = _reflow(inspect.getdoc(_info.callback))
 
 
 def _allowed(param) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from pathlib import Path
 
@@ -110,17 +111,77 @@ def _write_html(path: Path, r: dict, grid_png: Path, folder: Path) -> None:
                   f"{d['precision']:.3f} / {d['recall']:.3f} ({d['metrics']['precision']['n_compared_each']} of each)")]
     table = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     card = folder / "MODEL_CARD.md"
-    card_text = html.escape(card.read_text()) if card.is_file() else "(no model card)"
+    card_html = markdown_to_html(card.read_text(), top=3) if card.is_file() else "<p>(no model card)</p>"
     ref_note = html.escape(d["reference"]) if d else "no shipped reference features: KID and precision/recall skipped"
     atomic_write_text(path, f"""<!doctype html><meta charset="utf-8"><title>facegen demo</title>
 <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:860px;margin:2em auto;padding:0 1em}}
-img{{max-width:100%;image-rendering:pixelated}}td{{padding:.2em 1em .2em 0}}pre{{white-space:pre-wrap;background:#f5f5f5;padding:1em}}</style>
+img{{max-width:100%;image-rendering:pixelated}}td,th{{padding:.2em 1em .2em 0;text-align:left}}pre{{white-space:pre-wrap;background:#f5f5f5;padding:1em;max-height:30em;overflow:auto}}
+.card{{border-top:1px solid #ddd}}</style>
 <h1>facegen demo</h1>
 <p>Model: <b>{html.escape(str(info.get('name')))}</b> ({html.escape(str(info.get('family')))}, {info.get('resolution')} px). Seeds 0-{r['n_samples'] - 1}.</p>
 <img src="data:image/png;base64,{grid}" alt="generated faces">
 <h2>A small evaluation</h2>
 <p>Indicative only: {r['faces']['n']} samples. Reference: {ref_note}. The model card below gives the full evaluation.</p>
 <table>{table}</table>
-<h2>Model card</h2><pre>{card_text}</pre>
+<h2>Model card</h2><div class="card">
+{card_html}
+</div>
 <p><small>{html.escape(json.dumps({k: r[k] for k in ('seconds',)}))}</small></p>
 """)
+
+
+def markdown_to_html(text: str, top: int = 1) -> str:
+    """The markdown of a model card as HTML: headings (`#` becomes <h`top`>), paragraphs, `-`
+    and `1.` lists with indented continuation lines, pipe tables, fenced code, and inline
+    `code`, **bold** and *emphasis*. Enough for MODEL_CARD.md; not a general converter."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif line.startswith("```"):  # fenced code, shown verbatim
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
+            out.append("<pre><code>" + html.escape("\n".join(lines[i + 1:end])) + "</code></pre>")
+            i = end + 1
+        elif m := re.match(r"(#{1,6})\s+(.*)", line):
+            level = min(len(m[1]) + top - 1, 6)
+            out.append(f"<h{level}>{_inline(m[2])}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            body = [r for r in block[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r)]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in block[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+        elif re.match(r"([-*]|\d+\.)\s", line):
+            tag = "ol" if line[0].isdigit() else "ul"
+            items: list[str] = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("```", "#", "|")):
+                if m := re.match(r"([-*]|\d+\.)\s+(.*)", lines[i]):
+                    items.append(m[2])
+                else:  # a continuation line of the item above
+                    items[-1] += " " + lines[i].strip()
+                i += 1
+            out.append(f"<{tag}>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + f"</{tag}>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not re.match(r"(```|#{1,6}\s|\||([-*]|\d+\.)\s)", lines[i]):
+                para.append(lines[i].strip())
+                i += 1
+            out.append(f"<p>{_inline(' '.join(para))}</p>")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """`code`, **bold** and *emphasis* within one line of escaped text; code spans are left as written."""
+    parts = re.split(r"(`[^`]*`)", text)
+    for k, part in enumerate(parts):
+        if k % 2:
+            parts[k] = f"<code>{html.escape(part[1:-1])}</code>"
+        else:
+            part = html.escape(part)
+            part = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", part)
+            parts[k] = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<i>\1</i>", part)
+    return "".join(parts)

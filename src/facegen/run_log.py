@@ -48,6 +48,26 @@ def _pyplot():
     return plt
 
 
+def _plain_ticks(*axes) -> None:
+    """Tick labels as written numbers: no '1e-3' exponent or '+1.234' offset beside the axis,
+    which hides the values (a loss of 0.0012 read as 1.2); log axes say 0.001, not 10^-3."""
+    from matplotlib.ticker import LogFormatter, ScalarFormatter
+
+    class PlainLog(LogFormatter):  # LogFormatter's choice of which ticks to label, written out
+        def _num_to_string(self, x, vmin, vmax):
+            return np.format_float_positional(x, precision=6, trim="-")
+
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(PlainLog())
+                axis.set_minor_formatter(PlainLog(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+            else:
+                formatter = ScalarFormatter(useOffset=False)
+                formatter.set_scientific(False)
+                axis.set_major_formatter(formatter)
+
+
 def _save_figure(fig, out: Path) -> None:
     import io
 
@@ -76,6 +96,7 @@ def plot_losses(rows: list[dict], out: Path) -> None:
     ax.grid(alpha=0.3)
     if keys:
         ax.legend()
+    _plain_ticks(ax)
     _save_figure(fig, out)
 
 
@@ -89,11 +110,13 @@ def plot_eval(rows: list[dict], out: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("KID", color="C0")
     ax.grid(alpha=0.3)
+    _plain_ticks(ax)
     with_fid = [r for r in rows if r.get("fid") is not None]
     if with_fid:
         twin = ax.twinx()
         twin.plot([r["step"] for r in with_fid], [r["fid"] for r in with_fid], marker="s", markersize=3, linewidth=1, color="C1")
         twin.set_ylabel("FID", color="C1")
+        _plain_ticks(twin)
     if rows:
         last = rows[-1]
         ax.set_title(f"EMA weights: {last['eval_samples']} samples vs {last['eval_reference']} held-out faces", fontsize=10)

@@ -48,7 +48,6 @@ def _print_summary(store: FaceStore, sheet: Path) -> None:
     from rich.table import Table
 
     m = store.manifest
-    source = m.get("source", {})
     table = Table(title=f"face store {store.path}", show_header=False)
     rows = [
         ("source", _source_summary(m)),

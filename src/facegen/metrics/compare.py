@@ -4,6 +4,10 @@ Grouping rule: a report belongs to the group named after its source (run or fold
 with a leading run number and a trailing seed suffix removed:
     00012-ffhq64-ddpm-seed3  ->  ffhq64-ddpm        (leading "<digits>-" and "-seed<N>")
     dcgan_seed0              ->  dcgan              ("_seed<N>" too; case-insensitive)
+and made with the same model kind and sampling settings (its samples' provenance record:
+family, resolution, sampler, steps, psi, ...): two evaluations of one run with other
+--sampler, --steps or --truncation are two rows, labelled with the settings that tell them
+apart ("ffhq64-ddpm (sampler ddim, steps 50)"). Reports without a record group by name alone.
 A figure is comparable with its column only when it was made with the same protocol: the
 same feature network (sha256) and resize, the same reference set (store content hash and
 split) and counts, the same k or subsets, and for the memorization columns the same
@@ -49,6 +53,9 @@ COLUMNS = [
     Column("one face", ("faces", "generated"), "one_face_share", 1, 3, "per picture"),
 ]
 DAGGER = "†"
+# the terminal's headers (the markdown keeps the full titles); the legend is printed below the table
+SHORT = {"copies (Inception)": "copy Inc", "copies (pixels)": "copy px", "uniqueness": "uniq", "precision": "prec",
+         "recall": "rec", "density": "dens", "coverage": "cov", "one face": "1 face"}
 
 # protocol field -> (how a difference reads, how its value is shown); None shows as "unrecorded"
 FIELDS = {
@@ -69,6 +76,34 @@ FIELDS = {
 def group_name(name: str) -> str:
     name = re.sub(r"^\d+-", "", name)
     return re.sub(r"[-_]seed\d+$", "", name, flags=re.IGNORECASE) or name
+
+
+def settings_key(report: dict) -> tuple:
+    """What made the samples besides the weights: the model kind and every sampling setting,
+    from the samples' provenance record (empty when the report has none)."""
+    record = report["source"].get("samples") or {}
+    model, settings = record.get("model", {}), record.get("settings", {})
+    return tuple(sorted(model.items())) + tuple(sorted((k, json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+                                                       for k, v in settings.items()))
+
+
+def row_labels(keys: list[tuple]) -> dict[tuple, str]:
+    """Group (name, settings) -> its row's label: the name, and where one name has several
+    settings, the settings that differ between them ("ddpm (sampler ddim, steps 50)")."""
+    labels = {}
+    for name, settings in keys:
+        others = [dict(k[1]) for k in keys if k[0] == name]
+        mine = dict(settings)
+        differ = [key for key in dict.fromkeys(key for o in others for key in o) if any(o.get(key) != mine.get(key) for o in others)]
+        shown_settings = ", ".join(f"{key} {_value(mine.get(key))}" for key in differ)
+        labels[(name, settings)] = f"{name} ({shown_settings})" if shown_settings else name
+    return labels
+
+
+def _value(value) -> str:
+    if value is None:
+        return "unrecorded"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def find_report(path: str | Path) -> Path:
@@ -124,9 +159,10 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     if not paths:
         raise FacegenError("give at least one run directory or report folder to compare")
     reports = [json.loads(find_report(p).read_text()) for p in paths]
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for r in reports:
-        groups.setdefault(group_name(r["source"]["name"]), []).append(r)
+        groups.setdefault((group_name(r["source"]["name"]), settings_key(r)), []).append(r)
+    labels = row_labels(list(groups))
     columns = [c for c in COLUMNS if any(cell(r, c) for r in reports)]
     # the most common protocol of each column is its baseline; others get a numbered dagger
     baseline = {c.title: Counter(cell(r, c)[1] for r in reports if cell(r, c)).most_common(1)[0][0] for c in columns}
@@ -134,14 +170,15 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
 
     header = ["run", "seeds"] + [c.title for c in columns]
     rows = []
-    for name, members in groups.items():
-        row = [name, str(len(members))]
+    for key, members in groups.items():
+        row = [labels[key], str(len(members))]
         for column in columns:
             cells = [c for c in (cell(r, column) for r in members) if c]
             row.append(cell_text(cells, column, baseline[column.title], footnotes) if cells else "-")
         rows.append(row)
 
-    notes = ["Mean ± standard deviation over seeds (groups by run name without its run number and -seedN suffix)."]
+    notes = [("Mean ± standard deviation over seeds (groups by run name without its run number and -seedN suffix, "
+              "and by model and sampling settings).")]
     notes += [f"{DAGGER}{number} not comparable with the rest of its column: {text}." for text, number in footnotes.items()]
     by_text: dict[str, list[str]] = {}
     for column in columns:
@@ -150,7 +187,7 @@ def compare(paths, out: str | Path | None = None, show: bool = True) -> str:
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows] + [""] + [f"- {n}" for n in notes]) + "\n"
     if show:
-        print_table(header, rows, notes)
+        print_table(header, rows, notes, [c.title for c in columns])
     if out:
         from facegen.utils import atomic_write_text
 
@@ -188,14 +225,34 @@ def baseline_note(column: Column, proto: tuple) -> str:
     return f"share of {p['n_generated']} generated pictures."  # a per-picture check: no reference set enters the figure
 
 
-def print_table(header: list[str], rows: list[list[str]], notes: list[str]) -> None:
+RUN_WIDTH = 24  # the run column wraps beyond this
+
+
+def print_table(header: list[str], rows: list[list[str]], notes: list[str], titles: list[str]) -> None:
+    """The table on the terminal, within its width (80 columns when not a terminal): short
+    headers with a legend, and as many tables as needed, each repeating the run column."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row)
     console = Console()
-    console.print(table)
-    for n in notes:
+    short = [SHORT.get(h, h) for h in header]
+    width = [min(RUN_WIDTH, max(len(str(c)) for c in [short[0], *(r[0] for r in rows)])) + 3]
+    width += [max(len(str(c)) for c in [short[j], *(r[j] for r in rows)]) + 3 for j in range(1, len(header))]
+    chunks, current = [], [1]  # column indices after the run column; seeds stays with the first
+    for j in range(2, len(header)):
+        fits = 1 + width[0] + sum(width[i] for i in current) + width[j] <= console.width
+        if not fits and len(current) >= (1 if chunks else 2):  # a column too wide for any table gets its own
+            chunks.append(current)
+            current = []
+        current.append(j)
+    chunks.append(current)
+    for chunk in chunks:
+        table = Table(short[0], *(short[j] for j in chunk))
+        table.columns[0].max_width = RUN_WIDTH
+        table.columns[0].overflow = "fold"
+        for row in rows:
+            table.add_row(row[0], *(row[j] for j in chunk))
+        console.print(table)
+    legend = [f"{SHORT[t]} = {t}" for t in titles if t in SHORT]
+    for n in notes + (["Headers: " + ", ".join(legend) + "."] if legend else []):
         console.print(f"  {n}", style="dim", highlight=False)
