@@ -157,7 +157,7 @@ def random_autoencoder(out: Path) -> Path:
     from facegen.families import get_family
 
     built = get_family("ae").build(load_config("ae-ffhq128"), 128)
-    vae = next(iter(built.nets.values()))
+    vae = built.nets["vae"].vae  # the diffusers AutoencoderKL inside the family's training wrapper
     vae.register_to_config(scaling_factor=1.0)
     folder = out / "model"
     vae.save_pretrained(folder)
@@ -284,20 +284,22 @@ def main() -> None:
             for name, (preset, overrides) in presets.items():
                 try:
                     r = bench_preset(name, preset, overrides + args.set, stores, root, args.steps or 20, args.rounds or 3, True)
-                except torch.cuda.OutOfMemoryError as e:
-                    r = {"error": f"out of memory: {str(e).splitlines()[0]}"}
+                except Exception as e:  # one preset's failure (out of memory, ...) must not lose the others' figures
+                    r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
                 if "model_flop_per_s" in r:
                     r["mfu_datasheet"] = r["model_flop_per_s"] / peak if peak else None
                     r["mfu_measured_peak"] = r["model_flop_per_s"] / record["bf16_peak_measured"]
                 record["presets"][name] = r
+                write(out, record)
                 torch.cuda.empty_cache()
             for batch in (args.batches.split(",") if args.batches else []):
                 name = f"gan-resnet64-gpu@{batch}"
                 try:
                     record["presets"][name] = bench_preset(name, "gan-resnet64-gpu", [f"batch_size={batch}", *args.set], stores, root,
                                                            args.steps or 20, args.rounds or 3, False)
-                except torch.cuda.OutOfMemoryError as e:
-                    record["presets"][name] = {"error": f"out of memory: {str(e).splitlines()[0]}"}
+                except Exception as e:
+                    record["presets"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                write(out, record)
                 torch.cuda.empty_cache()
         else:
             presets = {k: v for k, v in CPU_PRESETS.items() if not args.only or k in args.only.split(",")}
@@ -310,9 +312,14 @@ def main() -> None:
             store = stores.get(64) or synthetic_store(root, 64, 8192)
             record["data_path"] = data_path(store, 64, args.seconds)
             print(json.dumps({"data_path": record["data_path"]}), flush=True)
+    write(out, record)
+    print(f"wrote {out}")
+
+
+def write(out: Path, record: dict) -> None:
+    """The record so far (after each GPU preset: a time limit or a crash keeps what was measured)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

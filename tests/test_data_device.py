@@ -159,3 +159,16 @@ def test_compiled_phase_losses_train_and_export(stores, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss_D"]) and np.isfinite(r["loss_G"]) for r in rows)
     assert (run / "model" / "generator.safetensors").is_file()
+
+
+def test_a_loss_that_differentiates_a_gradient_is_left_uncompiled(stores, tmp_path):
+    """R1 (and WGAN-GP) take autograd.grad(create_graph=True) inside the D loss, which AOTAutograd
+    cannot differentiate again: with compile on, that phase runs eagerly and the run trains."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    run = tmp_path / "r1"
+    train("dcgan-tiny32", stores[0].path, run, GAN + ["compile=true", "log_every=1", "model.r1_gamma=1.0"], steps=2)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["r1"]) for r in rows)
+    assert counters["stats"]["unique_graphs"] >= 1  # G's phase still compiled

@@ -207,3 +207,14 @@ def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store
     with pytest.raises(FacegenError, match=r"already at step 6 \(checkpoint step-000006\); pass --steps N with N > 6"):
         train("ddpm-tiny32", store16, run, [], steps=5, resume=True)
     assert (run / "model" / "facegen.json").stat().st_mtime_ns == model  # nothing trained, nothing exported
+
+
+def test_grids_and_checkpoints_between_log_steps(store16, tmp_path):
+    """Cadences need not be multiples of log_every: a checkpoint at step 3 and a grid at step 5
+    with logs every 4 steps (the loop once read the log row at every cadence)."""
+    run = tmp_path / "run"
+    train("ddpm-tiny32", store16, run, [*TINY, "log_every=4", "checkpoint_every=3", "sample_every=5", "keep_checkpoints=5"], steps=6)
+    assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [3, 6]
+    assert (run / "samples" / "step-000005.png").is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 6] and all(r["img_per_s"] > 0 for r in rows)

@@ -131,8 +131,9 @@ class Loop:
         # arithmetic (noise, augmentation, objective) fuses with the nets' kernels.
         compile_mode = on_device(cfg, "compile", cuda)
         self.phase_losses = {p.name: functools.partial(built.loss, p.name) for p in built.phases}
-        if compile_mode:
-            self.phase_losses = {n: torch.compile(f, mode=compile_mode) for n, f in self.phase_losses.items()}
+        for phase in built.phases if compile_mode else ():
+            if phase.compilable:  # (a loss that differentiates its own gradient, R1 or WGAN-GP, is not: see Phase)
+                self.phase_losses[phase.name] = torch.compile(self.phase_losses[phase.name], mode=compile_mode)
         warmup = cfg["warmup_steps"]
         self.lr_schedules = {p.name: torch.optim.lr_scheduler.LambdaLR(p.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
                              for p in built.phases}
@@ -280,9 +281,9 @@ class Loop:
                         train_seconds += time.perf_counter() - stretch_start
                         row = self.log(sums, (self.step - tick_step) * cfg["batch_size"] / max(train_seconds, 1e-9))
                         tick_step, train_seconds = self.step, 0.0
+                        bar.update(task, loss=" ".join(f"{k} {row[k]:.4f}" for k in row if k.startswith("loss")), ips=f"{row['img_per_s']:.1f}")
                     elif due:
                         train_seconds += time.perf_counter() - stretch_start
-                        bar.update(task, loss=" ".join(f"{k} {row[k]:.4f}" for k in row if k.startswith("loss")), ips=f"{row['img_per_s']:.1f}")
                     bar.update(task, completed=self.step)
                     if "grid" in due:
                         self.sample_grid()

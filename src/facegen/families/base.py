@@ -43,6 +43,10 @@ class Phase:
     # keeps the worst |loss| on the device and reads it only at log steps and before a checkpoint.
     loss_bound: float | None = None
     bound_key: str = "loss_bound"               # the config key that sets the bound, for the message
+    # torch.compile (the `compile` key) may compile this phase's forward and loss. False where the
+    # loss takes a gradient of a gradient (R1, WGAN-GP: autograd.grad with create_graph), which
+    # AOTAutograd cannot differentiate again ("does not currently support double backward").
+    compilable: bool = True
 
 
 class Loss(Protocol):

@@ -85,7 +85,8 @@ class GanFamily:
             raise FacegenError(f"gan config: {e}") from None
         phases = [
             Phase("D", ["D"], self._optimizer(o, cfg, D.parameters(), o.d_lr), repeats=o.n_critic,
-                  after_step=clip_weights(D, o.clip) if o.clip else None, loss_bound=o.diverge_above, bound_key="model.diverge_above"),
+                  after_step=clip_weights(D, o.clip) if o.clip else None, loss_bound=o.diverge_above, bound_key="model.diverge_above",
+                  compilable=not (o.gp_lambda or o.r1_gamma)),
             Phase("G", ["G"], self._optimizer(o, cfg, G.parameters(), o.g_lr)),
         ]
         return Built(nets={"G": G, "D": D}, phases=phases, loss=loss, ema=["G"])
