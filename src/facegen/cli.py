@@ -307,7 +307,7 @@ def sample_command(
 
         facegen sample runs/sd --n 2900 --out faces --steps 50 --guidance-scale 7.5 --negative-prompt "tilted, cropped"
 
-        facegen sample runs/gan64 --n 2500 --out faces/gan64-psi0.7 --truncation 0.7
+        facegen sample runs/gan64 --n 2500 --out faces/gan64-psi0.85 --truncation 0.85
     """
     from facegen.distributed import is_main
     from facegen.sample import sample_on_processes
@@ -368,7 +368,7 @@ def eval_command(
 
         facegen eval stores/utk64 --ref stores/celeba64 --split train --metrics kid,pr,dc
 
-        facegen eval runs/gan64 --ref stores/celeba64 --n 10000 --truncation 0.7
+        facegen eval runs/gan64 --ref stores/celeba64 --n 10000 --truncation 0.85
     """
     import shlex
 
@@ -516,7 +516,7 @@ def serve_command(
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
     Without RUN it serves the embedded default model. Space shows a new face; /?seed=N shows
-    face N; /?psi=0.7 shows a GAN's faces truncated.
+    face N; /?psi=0.85 shows a GAN's faces truncated.
 
     API: /face.png?seed=N&psi=P, /morph.gif?from=A&to=B, /info, /healthz.
 
