@@ -35,14 +35,7 @@ def test_demo_scores_against_shipped_reference(tiny_gan_model, tmp_path, monkeyp
     real one is exercised in the metrics tests); the plumbing and maths are real."""
     import facegen.metrics.inception as inception
 
-    model = tmp_path / "model"
-    shutil.copytree(tiny_gan_model, model)
-    projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 64)).astype(np.float32)
-
-    def features(images, **_):
-        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) @ projection / 255
-
-    monkeypatch.setattr(inception, "extract_features", features)
+    model, features = model_with_projected_features(tiny_gan_model, tmp_path, monkeypatch)
     reference = features(np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3)))
     np.savez(model / REFERENCE_FEATURES, features=reference.astype(np.float16), what="random pictures",
              network=inception.network_hash(), resize=inception.resize_mode())
@@ -61,14 +54,7 @@ def test_demo_scores_with_the_protocol_of_facegen_eval(tiny_gan_model, tmp_path,
     import facegen.metrics.inception as inception
     from facegen.evaluate import distribution_metrics
 
-    model = tmp_path / "model"
-    shutil.copytree(tiny_gan_model, model)
-    projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 64)).astype(np.float32)
-
-    def features(images, **_):
-        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) @ projection / 255
-
-    monkeypatch.setattr(inception, "extract_features", features)
+    model, features = model_with_projected_features(tiny_gan_model, tmp_path, monkeypatch)
     reference = features(np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3))).astype(np.float16)
     np.savez(model / REFERENCE_FEATURES, features=reference, what="random pictures", rows="spread",
              network=inception.network_hash(), resize=inception.resize_mode())
@@ -134,3 +120,18 @@ def test_the_report_renders_the_model_card_as_html(tiny_gan_model, tmp_path):
     assert "<th>metric</th><th>value</th>" in card and "<td>FID</td><td>50.33</td>" in card and "| ---" not in card
     assert "<li><b>Data</b>: a store of faces</li><li>two &lt; three</li>" in card
     assert "<pre><code>lr: 0.0002\n# not a heading</code></pre>" in card
+
+
+def model_with_projected_features(tiny_gan_model, tmp_path, monkeypatch):
+    """A copy of the tiny model, and Inception replaced by a fixed random projection (fast, deterministic)."""
+    import facegen.metrics.inception as inception
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gan_model, model)
+    projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 64)).astype(np.float32)
+
+    def features(images, **_):
+        return np.asarray(images, dtype=np.float32).reshape(len(images), -1) @ projection / 255
+
+    monkeypatch.setattr(inception, "extract_features", features)
+    return model, features

@@ -85,10 +85,7 @@ def test_a_bare_no_for_mixed_precision_means_no():
 ])
 def test_bad_values_are_one_line_errors_naming_the_key_before_the_store_is_read(override, message, facegen, tmp_path):
     # The store does not exist: an error about it would mean the config was checked too late.
-    done = facegen("train", "ddpm-tiny32", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32: ") and message in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+    refused_in_one_line(facegen, tmp_path, override, message)
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +132,7 @@ def test_resume_with_the_same_preset_and_store_continues(trained_run, celeba_sto
     ("sample_options={sampler: ddim, stpes: 5}", "unknown sample_options key stpes for family 'ddpm'; known: eta, psi, sampler, steps"),
 ])
 def test_out_of_range_values_are_refused_by_the_cli_in_one_line(override, message, facegen, tmp_path):
-    done = facegen("train", "ddpm-tiny32", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32: ") and message in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+    refused_in_one_line(facegen, tmp_path, override, message)
 
 
 @pytest.mark.parametrize("family, override, message", [
@@ -248,3 +242,11 @@ def test_a_wrong_kind_of_value_quotes_the_presets_value_not_the_global_default()
     assert preset_lr != DEFAULTS["lr"]
     with pytest.raises(FacegenError, match=rf"lr must be a number \(like the preset {preset_lr!r}\), got 'abc'"):
         load_config("ddpm-tiny32", ["lr=abc"])
+
+
+def refused_in_one_line(facegen, tmp_path, override: str, message: str) -> None:
+    """`facegen train` with a bad override: exit 2, one `error:` line with `message`, no traceback, no run."""
+    done = facegen("train", "ddpm-tiny32", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32: ") and message in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
