@@ -30,10 +30,9 @@ import torch
 
 from facegen.config import load_config
 from facegen.families.ae.networks import make_autoencoder
-from facegen.families.ddpm.loss import DenoisingLoss
 from facegen.families.ddpm.networks import make_denoiser, make_scheduler
+from facegen.families.diffusion.loss import DdpmObjective, DenoisingLoss, Latents
 from facegen.families.ldm import LatentDiffusionOptions
-from facegen.families.ldm.loss import LatentDiffusionLoss
 from facegen.families.ldm.networks import make_latent_unet
 
 CONFIGS = {  # name: (ae preset, ldm preset, resolution, batch)
@@ -69,14 +68,14 @@ def bench(name: str, steps: int) -> dict:
     levels = [resolution // 2**i for i in range(len(ldm["block_out_channels"]))]
     pixel_model = {**ldm, "attention_resolutions": [size for size in levels if size <= 32]}  # ADM's pixel setting
     scheduler = make_scheduler(LatentDiffusionOptions(**ldm))
-    latent_loss = LatentDiffusionLoss(DenoisingLoss(scheduler), vae)
+    latent_loss = DenoisingLoss(DdpmObjective(scheduler), Latents(vae))
     contestants = {
-        "pixel": Contestant(make_denoiser(LatentDiffusionOptions(**pixel_model), resolution), DenoisingLoss(scheduler), lambda x: x),
-        "latent_cached": Contestant(make_latent_unet(LatentDiffusionOptions(**ldm), vae, resolution), DenoisingLoss(scheduler), None),
+        "pixel": Contestant(make_denoiser(LatentDiffusionOptions(**pixel_model), resolution), DenoisingLoss(DdpmObjective(scheduler)), lambda x: x),
+        "latent_cached": Contestant(make_latent_unet(LatentDiffusionOptions(**ldm), vae, resolution), DenoisingLoss(DdpmObjective(scheduler)), None),
         "latent_encode": Contestant(make_latent_unet(LatentDiffusionOptions(**ldm), vae, resolution), latent_loss, lambda x: x),  # the loss encodes
     }
     images = torch.rand(batch, 3, resolution, resolution) * 2 - 1
-    cached = latent_loss.encode(images)  # what the latent cache hands the loss
+    cached = latent_loss.latents(images)  # what the latent cache hands the loss
     contestants["latent_cached"].images_fn = lambda x: cached
     for c in contestants.values():  # one untimed warm-up step each
         c.step(images)

@@ -25,11 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from diffusers import DDIMScheduler
-
 from facegen import sample
 from facegen.data.store import FaceStore
-from facegen.families.ddpm import sampler as ddpm_sampler
 from facegen.metrics.fid import fid_from_features
 from facegen.metrics.inception import extract_features, store_features
 from facegen.metrics.kid import kernel_distance
@@ -62,7 +59,7 @@ def main() -> None:
     rows = []
     for text in args.settings:
         setting = parse_setting(text)
-        ddpm_sampler.SCHEDULERS["ddim"] = (DDIMScheduler, {"timestep_spacing": setting.get("spacing", "trailing")})
+        generator.scheduler_options = {**generator.scheduler_options, "timestep_spacing": setting.get("spacing", "trailing")}
         clip = bool(int(setting["clip"])) if "clip" in setting else model_config.get("clip_sample", True)
         generator.scheduler_config = {**model_config, "clip_sample": clip}
         steps = int(setting.get("steps", generator.default_steps))

@@ -11,8 +11,16 @@ import torch
 from facegen import sample
 from facegen.families import Built, get_family
 from facegen.families.ddpm import DiffusionOptions
+from facegen.families.ddpm.generator import TRAILING
 from facegen.families.ddpm.networks import make_scheduler
-from facegen.families.ddpm.sampler import SCHEDULERS, make_sampler
+from facegen.families.diffusion import samplers
+
+SAMPLERS = [name for name in samplers.names("ddpm") if name != "default"]
+
+
+def make_sampler(name: str, train_config):
+    """A sampler as the pixel family builds it."""
+    return samplers.make_scheduler(name, train_config, **TRAILING)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +58,7 @@ def tiny_ldm_run(tmp_path_factory):
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_a_latent_of_2_5_survives_a_step(tiny_ldm_run, sampler):
     generator = sample.load_generator(tiny_ldm_run, "cpu")
-    scheduler = make_sampler(sampler, generator.scheduler_config)
+    scheduler = generator.scheduler(sampler)
     assert scheduler.config.clip_sample is False
     if sampler == "ddim":
         assert _last_step_x0(scheduler, 2.5) == pytest.approx(2.5, abs=1e-4)
@@ -78,7 +86,7 @@ def test_latent_models_exported_with_clamping_sample_without_it(tiny_ldm_run, tm
     config = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**config, "clip_sample": True, "timestep_spacing": "leading"}))
     generator = sample.load_generator(old, "cpu")
-    assert _last_step_x0(make_sampler("ddim", generator.scheduler_config), 2.5) == pytest.approx(2.5, abs=1e-4)
+    assert _last_step_x0(generator.scheduler("ddim"), 2.5) == pytest.approx(2.5, abs=1e-4)
 
 
 def test_pixels_are_still_clamped_to_the_image_range():
@@ -107,7 +115,7 @@ def test_ten_step_ancestral_ddpm_visits_the_last_training_timestep():
     assert len(timesteps) == 10 and timesteps[0] == 999  # of 1000: x_T is pure noise, not partly denoised
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_of_the_registry_spaces_its_steps_trailing(name):
     scheduler = make_sampler(name, make_scheduler(DiffusionOptions()).config)
     assert scheduler.config.timestep_spacing == "trailing"
@@ -115,10 +123,10 @@ def test_every_sampler_of_the_registry_spaces_its_steps_trailing(name):
     assert int(scheduler.timesteps[0]) == 999
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_no_sampler_of_the_latent_family_clamps_or_thresholds(tiny_ldm_run, name):
     generator = sample.load_generator(tiny_ldm_run, "cpu")
-    scheduler = make_sampler(name, generator.scheduler_config)
+    scheduler = generator.scheduler(name)
     for key in ("clip_sample", "thresholding"):
         if key in scheduler.config:
             assert scheduler.config[key] is False, key

@@ -175,12 +175,12 @@ def test_missing_weights_and_out_of_memory_are_one_line_errors(env, monkeypatch)
     assert missing.stderr.startswith("error: ") and "huggingface-cli download CompVis/stable-diffusion-v1-4" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
 
-    from facegen.families.sd.loss import LatentNoiseLoss
+    from facegen.families.diffusion.loss import DenoisingLoss
 
     def out_of_memory(self, phase, nets, images):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(LatentNoiseLoss, "__call__", out_of_memory)
+    monkeypatch.setattr(DenoisingLoss, "__call__", out_of_memory)
     oom = facegen("train", "sd-tiny-cpu", "--data", env.store, "--out", env.root / "oom", "--pretrained", env.tiny, "threads=1",
                   "model.gradient_checkpointing=false")
     last = oom.stderr.strip().splitlines()[-1]  # after the weight-loading progress bars

@@ -12,9 +12,9 @@ import torch
 from facegen.config import load_config
 from facegen.data.store import write_store
 from facegen.families import get_family
-from facegen.families.sd.generator import SdGenerator
+from facegen.families.diffusion.loss import DdpmObjective, DenoisingLoss, Latents, Prompts
 from facegen.families.latents import CachedLatents, latent_cache
-from facegen.families.sd.loss import LatentNoiseLoss
+from facegen.families.sd.generator import SdGenerator
 from facegen.families.sd.networks import encode_prompts, load_parts
 from facegen.families.sd.tiny import byte_level_clip_tokenizer, write_tiny_pipeline
 from facegen.utils import FacegenError
@@ -114,7 +114,7 @@ def test_prompt_dropout_swaps_in_the_empty_prompt(tiny_sd, dropout, expect_empty
     from diffusers import DDPMScheduler
 
     prompt, empty = encode_prompts(parts.tokenizer, parts.text_encoder, [PROMPT, ""]).split(1)
-    loss = LatentNoiseLoss(parts.vae, DDPMScheduler.from_config(parts.scheduler_config), prompt, empty, dropout)
+    loss = DenoisingLoss(DdpmObjective(DDPMScheduler.from_config(parts.scheduler_config)), Latents(parts.vae), Prompts(prompt, empty, dropout))
     spy = ContextSpy()
     loss("main", {"unet": spy}, torch.zeros(4, 3, 32, 32))
     expected = (empty if expect_empty else prompt).expand(4, -1, -1)
@@ -193,12 +193,13 @@ def test_8bit_adam_without_bitsandbytes_says_how_to_get_it(tiny_sd):
 def test_every_sampler_leaves_latents_unclamped(tiny_sd, sampler):
     """SD's scheduler config (PNDM's) has no clip_sample key, and diffusers' DDIM and DDPM then
     default it to true: they clamped each step's predicted latent z_0 to [-1, 1]."""
+    from facegen.families.diffusion.samplers import make_scheduler, names
+    from facegen.families.sd.generator import UNCLAMPED
     from facegen.families.sd.networks import load_tokenizer_and_scheduler
-    from facegen.families.sd.sampler import SAMPLERS, make_scheduler
 
-    assert sampler in SAMPLERS
+    assert sampler in names("ddpm")
     _, scheduler_config = load_tokenizer_and_scheduler(str(tiny_sd))
-    scheduler = make_scheduler(scheduler_config, sampler)
+    scheduler = make_scheduler(sampler, scheduler_config, **UNCLAMPED)
     for key in ("clip_sample", "thresholding"):
         if key in scheduler.config:
             assert scheduler.config[key] is False, key

@@ -15,7 +15,7 @@ from facegen.checkpoint import latest_checkpoint, list_checkpoints, load_checkpo
 from facegen.data.store import write_store
 from facegen.data.stream import FaceStream, StreamBatches
 from facegen.families.base import Diverged
-from facegen.families.ddpm.loss import DenoisingLoss
+from facegen.families.diffusion.loss import DenoisingLoss
 from facegen.train import train
 
 # A 42k-parameter UNet at 16x16: a step takes milliseconds, yet every part of the loop runs.

@@ -69,13 +69,18 @@ def _check_sampling(run: Optional[Path], sampler: Optional[str], steps: Optional
     folder = model_dir(run)  # a run without model/: how to export it
     if sampler is None and steps is None:
         return
-    family = json.loads((folder / EXPORT_META).read_text()).get("family")
-    known = samplers(family)
+    meta = json.loads((folder / EXPORT_META).read_text())
+    family, objective = meta.get("family"), meta.get("objective", "ddpm")
+    known = samplers(family, objective)
     if known is None:
         given = " and ".join(flag for flag, value in (("--sampler", sampler), ("--steps", steps)) if value is not None)
         raise FacegenError(f"{given}: a {family} model makes a face in one pass, with no sampler or steps; drop {given}")
     if sampler is not None and sampler not in known:
-        raise FacegenError(f"--sampler {sampler}: unknown sampler {sampler!r} for this {family} model; choose one of {', '.join(known)}")
+        from facegen.families.diffusion.samplers import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise FacegenError(f"--sampler {sampler}: unknown sampler {sampler!r} for this {family} model; choose one of {', '.join(known)}")
+        raise FacegenError(f"--sampler {sampler}: this {family} model (objective {objective}) takes one of {', '.join(known)}")
 
 
 def _psi(value: float) -> float:
@@ -90,7 +95,7 @@ def _psi(value: float) -> float:
 
 # The sampling options of `sample`, `eval`, `sweep` and `serve`, declared once: each command
 # names its parameter with one of these types (the GAN-only --truncation: sample and eval).
-Sampler = Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddpm, ddim, dpm++ or unipc; default: the model's.")]
+Sampler = Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddim, dpm++, unipc, ddpm, pndm or euler-a (objective ddpm); heun, edm-dpm++ or edm-euler (objective edm); default: the model's.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=10000, help="Sampling steps per face (fewer = faster); default: the model's.")]
 Truncation = Annotated[float, typer.Option("--truncation", metavar="PSI", callback=_psi, help="GAN: pull z toward its mean, z' = PSI * z, 0 < PSI <= 1 (1 = off): fewer odd faces, less variety; the same seed stays the same face.")]
 GuidanceScale = Annotated[Optional[float], typer.Option("--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5).")]

@@ -146,10 +146,11 @@ def _merge(cfg: dict, update: dict, where: str) -> None:
 
 
 def _set(cfg: dict, path: list[str], value: Any, where: str) -> None:
-    """Set cfg[a][b]... = value; keys outside DEFAULTS are refused, except under `model`."""
+    """Set cfg[a][b]... = value; keys outside DEFAULTS are refused, except under `model` and
+    `sample_options` (the family checks those: see _resolve)."""
     node, defaults = cfg, DEFAULTS
     for i, key in enumerate(path):
-        free = path[0] == "model" and i > 0  # the family checks its own keys (see _resolve)
+        free = path[0] in ("model", "sample_options") and i > 0
         if not free and (not isinstance(defaults, dict) or key not in defaults):
             known = ", ".join(sorted(defaults)) if isinstance(defaults, dict) else "none"
             raise FacegenError(f"{where}: unknown key {'.'.join(path[: i + 1])!r}; known keys here: {known}")
@@ -235,23 +236,20 @@ def _resolve(cfg: dict, where: str, preset_values: dict | None = None) -> dict:
             options.from_config(cfg).check(cfg["sample_options"])
         except FacegenError as e:
             raise FacegenError(f"{where}: {e}") from None
-    known = samplers(cfg["family"])
+    known = samplers(cfg["family"], cfg["model"].get("objective") or "ddpm")
     for key, value in (("model.sampler", cfg["model"].get("sampler")), ("sample_options.sampler", cfg["sample_options"].get("sampler"))):
         if value is not None and known is not None and value not in known:
             raise FacegenError(f"{where}: {key} must be one of {', '.join(known)} for family {cfg['family']!r}, got {value!r}")
     return cfg
 
 
-def samplers(family: str) -> tuple[str, ...] | None:
-    """The sampler names a family's model.sampler and sample_options.sampler accept (None: no choice)."""
-    if family in ("ddpm", "ldm"):
-        from facegen.families.ddpm.sampler import SCHEDULERS
+def samplers(family: str, objective: str = "ddpm") -> tuple[str, ...] | None:
+    """The sampler names a family's model.sampler and sample_options.sampler accept for a model
+    trained with `objective` (None: the family has no sampler choice)."""
+    if family in ("ddpm", "ldm", "sd"):
+        from facegen.families.diffusion.samplers import names
 
-        return tuple(SCHEDULERS)
-    if family == "sd":
-        from facegen.families.sd.sampler import SAMPLERS
-
-        return tuple(SAMPLERS)
+        return names(objective)
     return None
 
 

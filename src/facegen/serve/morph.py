@@ -1,8 +1,8 @@
 """The morph view's frames: faces along the great circle between two seeds' starting noise.
 
 Uses only the Generator contract (initial_noise, decode) and the shared `slerp`, so it works
-for every family. A walk must be smooth, so a stochastic sampler (ddpm, whose per-step
-noise would flicker from frame to frame) is swapped for the deterministic DDIM.
+for every family. A walk must be smooth, so a stochastic sampler (ddpm or euler-a, whose
+per-step noise would flicker from frame to frame) is swapped for its objective's deterministic one.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import numpy as np
 import torch
 
 from facegen.families.base import Generator
+from facegen.families.diffusion.samplers import SAMPLERS, deterministic
 from facegen.sample import decode_options
 from facegen.utils import slerp, to_uint8
-
-STOCHASTIC_SAMPLERS = {"ddpm"}
-DETERMINISTIC_SAMPLER = "ddim"
 
 
 def morph_frames(generator: Generator, seed_a: int, seed_b: int, frames: int, **options: Any) -> np.ndarray:
@@ -25,8 +23,8 @@ def morph_frames(generator: Generator, seed_a: int, seed_b: int, frames: int, **
     options = decode_options(generator, options)  # psi checked, as for single faces
     info = generator.info()
     sampler = options.get("sampler", info.get("sampler"))
-    if sampler in STOCHASTIC_SAMPLERS and DETERMINISTIC_SAMPLER in info.get("samplers", ()):
-        options = {**options, "sampler": DETERMINISTIC_SAMPLER}
+    if sampler in SAMPLERS and "objective" in info:  # a diffusion model
+        options = {**options, "sampler": deterministic(sampler, info["objective"])}
     with torch.inference_mode():
         noise_a, noise_b = generator.initial_noise([seed_a, seed_b])
         noise = slerp(noise_a, noise_b, torch.linspace(0, 1, frames))             # (frames, *noise shape)

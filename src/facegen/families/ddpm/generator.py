@@ -1,30 +1,40 @@
 """The pixel-diffusion family behind the family-independent `Generator` contract.
 
-A seed k gives x_T from torch.Generator(k); a diffusers scheduler (sampler.py) denoises it
-with the UNet; per-step noise of stochastic samplers comes from a second per-seed stream.
+A seed k gives x_T from torch.Generator(k); a sampler of the one registry
+(facegen.families.diffusion.samplers) denoises it with the UNet in the one loop; per-step
+noise of stochastic samplers comes from a second per-seed stream.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-from facegen.families.ddpm.sampler import SCHEDULERS, denoise, make_sampler
-from facegen.utils import FacegenError
+from facegen.families.diffusion.loop import denoise
+from facegen.families.diffusion.samplers import check_sampler, make_scheduler, names, objective_of
 
 # Per-step noise of seed k comes from a generator seeded with k + this offset, so it never
 # repeats the stream that drew x_T (seeded with k itself).
 STEP_NOISE_SEED_OFFSET = 2**32
+
+# Every sampler spaces its steps "trailing": the first step is at t = T-1, from pure noise (Lin et
+# al. 2024, "Common diffusion noise schedules and sample steps are flawed"). diffusers' default
+# "leading" never visits t = T-1 (10 ancestral steps of 1000 start at t = 900, 25 DDIM steps at
+# t = 960: pure noise is treated as partly denoised); measured for DDIM in docs/training.md.
+TRAILING = {"timestep_spacing": "trailing"}
 
 
 class DiffusionGenerator:
     """Seeded faces from a UNet and its training scheduler config (see base.Generator)."""
 
     family = "ddpm"
+    scheduler_options: ClassVar[dict] = TRAILING  # what this family adds to every sampler (the latent family: no clamping)
 
     def __init__(self, unet: torch.nn.Module, scheduler_config, name: str = "ddpm", sampler: str = "ddim", steps: int = 50):
-        self.unet, self.scheduler_config, self.name = unet, scheduler_config, name
+        self.unet, self.scheduler_config, self.name = unet, dict(scheduler_config), name
+        self.objective = objective_of(self.scheduler_config)
         self.default_sampler, self.default_steps = sampler, steps
         self.resolution = int(unet.config.sample_size)
         self.channels = int(unet.config.in_channels)
@@ -44,20 +54,24 @@ class DiffusionGenerator:
     @torch.no_grad()
     def denoise(self, noise: torch.Tensor, seeds: Sequence[int], sampler: str | None = None, steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
         """x_T -> x_0 with the chosen sampler; per-step noise from one generator per seed."""
-        sampler = sampler or self.default_sampler
-        if sampler not in SCHEDULERS:
-            raise FacegenError(f"unknown sampler {sampler!r} for a diffusion model; choose one of {', '.join(SCHEDULERS)}")
+        sampler = self.default_sampler if sampler in (None, "default") else sampler
+        check_sampler(sampler, self.objective)
         generators = [torch.Generator().manual_seed(int(s) + STEP_NOISE_SEED_OFFSET) for s in seeds]
+        scheduler = self.scheduler(sampler)
         was_training = self.unet.training
         self.unet.eval()
         try:
-            return denoise(self.unet, make_sampler(sampler, self.scheduler_config), noise, generators, steps or self.default_steps, eta)
+            return denoise(self.unet, scheduler, noise, steps or self.default_steps, generators, eta)
         finally:
             self.unet.train(was_training)
 
+    def scheduler(self, sampler: str):
+        """A fresh scheduler of the registry's `sampler` on this model's noise, with this family's options."""
+        return make_scheduler(sampler, self.scheduler_config, **self.scheduler_options)
+
     def info(self) -> dict:
         return {
-            "name": self.name, "family": self.family, "resolution": self.resolution,
+            "name": self.name, "family": self.family, "resolution": self.resolution, "objective": self.objective,
             "sampler": self.default_sampler, "steps": self.default_steps,
-            "samplers": list(SCHEDULERS), "device": str(self.device),
+            "samplers": list(names(self.objective)), "device": str(self.device),
         }

@@ -19,11 +19,11 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, LDMPipeline, UNet2DModel
 
 from facegen.families.base import Built, Phase, option
-from facegen.families.ddpm import DiffusionOptions
-from facegen.families.ddpm.loss import DenoisingLoss
-from facegen.families.ddpm.sampler import SCHEDULERS
+from facegen.families.ddpm import DiffusionOptions, scheduler_config
+from facegen.families.ddpm.generator import TRAILING
+from facegen.families.ddpm.networks import make_objective
+from facegen.families.diffusion.loss import DenoisingLoss, Latents
 from facegen.families.ldm.generator import LatentGenerator
-from facegen.families.ldm.loss import LatentDiffusionLoss
 from facegen.families.ldm.networks import autoencoder_dir, load_autoencoder, make_latent_scheduler, make_latent_unet
 from facegen.nets.unet import plain_copy
 from facegen.utils import FacegenError, atomic_write_json
@@ -37,6 +37,7 @@ class LatentDiffusionOptions(DiffusionOptions):
     family: ClassVar[str] = "ldm"
     block_out_channels: list = option([192, 384, 576])  # the reference recipe: 192 channels, x1/x2/x3
     attention_resolutions: list = option([32, 16, 8])   # latent feature-map sizes with self-attention
+    sigma_data: float = 1.0                             # objective edm: latents are scaled to unit variance
     autoencoder: str | None = None          # the autoencoder run (or its model/ folder); `facegen train --autoencoder`
     cache_latents: bool = False             # encode the whole store once into RUN_AE/latents/ and train from it
 
@@ -48,14 +49,12 @@ class LatentDiffusionFamily:
 
     def build(self, cfg: dict, resolution: int) -> Built:
         o = LatentDiffusionOptions.from_config(cfg)
-        if o.sampler not in SCHEDULERS:
-            raise FacegenError(f"model.sampler must be one of {', '.join(SCHEDULERS)}, got {o.sampler!r}")
+        o.check({})
         vae = load_autoencoder(o.autoencoder, resolution)
         unet = make_latent_unet(o, vae, resolution)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"])
         dataset = _cached_latents(vae, o, cfg) if o.cache_latents else None
-        loss = LatentDiffusionLoss(DenoisingLoss(make_latent_scheduler(o), snr_gamma=o.snr_gamma), vae,
-                                   inputs="moments" if dataset is not None else "images")
+        loss = DenoisingLoss(make_objective(o, make_latent_scheduler(o)), Latents(vae, "moments" if dataset is not None else "images"))
         return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], optimizer)], loss=loss, ema=["unet"], frozen={"vae": vae},
                      dataset=dataset)
 
@@ -68,14 +67,18 @@ class LatentDiffusionFamily:
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
         o = LatentDiffusionOptions.from_config(cfg)
         unet = plain_copy(built.nets["unet"])  # weight standardisation baked in: plain diffusers loads it
-        # LDMPipeline's default sampler, as facegen samples: trailing steps, latents never clamped
-        scheduler = DDIMScheduler.from_config(make_latent_scheduler(o).config, **SCHEDULERS["ddim"][1])
+        # LDMPipeline's default sampler, as facegen samples: trailing steps, latents never clamped (an EDM
+        # model's scheduler/ is its EDMEulerScheduler, as in the pixel family)
+        scheduler = make_latent_scheduler(o)
+        if o.objective == "ddpm":
+            scheduler = DDIMScheduler.from_config(scheduler.config, **TRAILING)
         LDMPipeline(vqvae=built.frozen["vae"], unet=unet, scheduler=scheduler).save_pretrained(out_dir)
         atomic_write_json(Path(out_dir) / "facegen.json", {
             "family": self.name,
             "name": cfg.get("name", Path(out_dir).parent.name),
             "resolution": int(built.frozen["vae"].config.sample_size),
             "latent_scale": float(built.frozen["vae"].config.scaling_factor),
+            "objective": o.objective,
             "sampler": o.sampler,
             "steps": o.sample_steps,
             "config": cfg,
@@ -86,8 +89,7 @@ class LatentDiffusionFamily:
         meta = json.loads((model_dir / "facegen.json").read_text())
         unet = UNet2DModel.from_pretrained(model_dir / "unet").to(device).eval()
         vae = AutoencoderKL.from_pretrained(model_dir / "vqvae").to(device).eval()
-        scheduler = DDIMScheduler.from_pretrained(model_dir / "scheduler")
-        return LatentGenerator(unet, scheduler.config, vae, meta.get("name", model_dir.name), meta["sampler"], meta["steps"])
+        return LatentGenerator(unet, scheduler_config(model_dir), vae, meta.get("name", model_dir.name), meta["sampler"], meta["steps"])
 
 
 def _cached_latents(vae, o: LatentDiffusionOptions, cfg: dict):

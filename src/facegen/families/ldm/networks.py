@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL
 from facegen.families.ddpm.networks import make_denoiser, make_scheduler
 from facegen.utils import FacegenError
 
+
 def autoencoder_dir(path) -> Path:
     """RUN_AE or RUN_AE/model -> the folder holding the exported VAE."""
     if path is None:

@@ -19,8 +19,9 @@ from typing import ClassVar
 import torch
 
 from facegen.families.base import NO_TRUNCATION, Built, FamilyOptions, Phase, integer, number, text
+from facegen.families.diffusion.samplers import check_sampler
+from facegen.families.sd.generator import UNCLAMPED
 from facegen.families.sd.networks import SD14, add_lora, encode_prompts, load_parts, lora_layers, vae_scale
-from facegen.families.sd.sampler import SAMPLERS
 from facegen.utils import FacegenError, atomic_write_json
 
 META = "facegen.json"
@@ -41,13 +42,14 @@ class SdOptions(FamilyOptions):
     optimizer: str = "auto"                # adamw | adamw8bit (bitsandbytes) | auto = adamw8bit on GPU when importable
     cache_latents: bool = False            # encode the store once with the VAE and train on the cached latents
     ema: bool = False                      # EMA copy of the UNet (one more UNet in memory), exported instead
-    sampler: str = "default"               # default = the base model's own scheduler (PNDM for SD v1.4); see sampler.SAMPLERS
+    sampler: str = "default"               # default = the base model's own scheduler (PNDM for SD v1.4); see diffusion.samplers
     sample_steps: int = 50                 # denoising steps when sampling
     guidance_scale: float = 7.5            # classifier-free guidance weight when sampling (1 = none)
+    snr_gamma: float | None = None         # min-SNR-gamma loss weighting (Hang et al. 2023: ~3x faster convergence); None = plain MSE
 
     RANGES: ClassVar[dict] = {
         "prompt_dropout": number("[0, 1)"), "lora_rank": integer(low=0), "lora_alpha": number("> 0", optional=True),
-        "sample_steps": integer(), "guidance_scale": number(">= 0"),
+        "sample_steps": integer(), "guidance_scale": number(">= 0"), "snr_gamma": number("> 0", optional=True),
     }
     # What SdGenerator.decode takes (generator.DEFAULT_OPTIONS); prompt null = the training prompt.
     SAMPLE_OPTIONS: ClassVar[dict] = {
@@ -64,7 +66,7 @@ class SDFamily:
     def build(self, cfg: dict, resolution: int) -> Built:
         from diffusers import DDPMScheduler
 
-        from facegen.families.sd.loss import LatentNoiseLoss
+        from facegen.families.diffusion.loss import DdpmObjective, DenoisingLoss, Latents, Prompts
 
         o = SdOptions.from_config(cfg)
         _check_options(o)
@@ -83,8 +85,11 @@ class SDFamily:
         if o.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         trained = [p for p in unet.parameters() if p.requires_grad]
-        loss = LatentNoiseLoss(vae, DDPMScheduler.from_config(parts.scheduler_config), prompt_embedding, empty_embedding,
-                               o.prompt_dropout, inputs="moments" if dataset is not None else "images")
+        # eps-prediction (or v, as the base model's config says) on VAE latents, the one prompt dropped
+        # to "" with probability prompt_dropout (Rombach et al. 2022, eq. 2; min-SNR with model.snr_gamma)
+        loss = DenoisingLoss(DdpmObjective(DDPMScheduler.from_config(parts.scheduler_config), o.snr_gamma),
+                             Latents(vae, "moments" if dataset is not None else "images"),
+                             Prompts(prompt_embedding, empty_embedding, o.prompt_dropout))
         return Built(nets={"unet": unet}, phases=[Phase("main", ["unet"], make_optimizer(trained, cfg))], loss=loss,
                      ema=["unet"] if o.ema else [], frozen={"vae": vae, "text_encoder": text_encoder}, dataset=dataset)
 
@@ -115,8 +120,8 @@ class SDFamily:
     def export(self, built: Built, cfg: dict, out_dir: Path) -> None:
         from diffusers import StableDiffusionPipeline
 
+        from facegen.families.diffusion.samplers import make_scheduler
         from facegen.families.sd.networks import load_frozen, load_tokenizer_and_scheduler
-        from facegen.families.sd.sampler import make_scheduler
 
         o, unet, out_dir = SdOptions.from_config(cfg), built.nets["unet"], Path(out_dir)
         if o.lora_rank:
@@ -128,7 +133,7 @@ class SDFamily:
             tokenizer, scheduler_config = load_tokenizer_and_scheduler(o.pretrained)
             StableDiffusionPipeline(
                 vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=make_scheduler(scheduler_config, "default"), safety_checker=None, feature_extractor=None,
+                scheduler=make_scheduler("default", scheduler_config, **UNCLAMPED), safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False,
             ).save_pretrained(out_dir)
         atomic_write_json(out_dir / META, {**_meta(cfg, _resolution(built)), "config": cfg})
@@ -184,8 +189,7 @@ def _cached_latents(cfg: dict, vae):
 def _check_options(o: SdOptions) -> None:
     if o.optimizer not in ("auto", "adamw", "adamw8bit"):
         raise FacegenError(f"model.optimizer must be auto, adamw or adamw8bit, got {o.optimizer!r}")
-    if o.sampler not in SAMPLERS:
-        raise FacegenError(f"model.sampler must be one of {', '.join(SAMPLERS)}, got {o.sampler!r}")
+    check_sampler(o.sampler, "ddpm", "model.sampler")
     if not 0 <= o.prompt_dropout < 1:
         raise FacegenError(f"model.prompt_dropout is a probability in [0, 1), got {o.prompt_dropout!r}")
     if not isinstance(o.lora_rank, int) or o.lora_rank < 0:

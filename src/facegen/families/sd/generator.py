@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from facegen.families.diffusion.loop import denoise
+from facegen.families.diffusion.samplers import SAMPLERS, check_sampler, make_scheduler, names
 from facegen.families.sd.networks import SdParts, encode_prompts, vae_scale
-from facegen.families.sd.sampler import SAMPLERS, make_scheduler, sample_latents
 from facegen.utils import FacegenError
+
+# SD's latents (scaled to about unit variance) must never be clamped to [-1, 1] or thresholded.
+# SD's own scheduler config (PNDM's) has no clip_sample key, and DDIM and DDPM default it to
+# true, so both are switched off for every sampler. The base model's timestep spacing is kept.
+UNCLAMPED = {"clip_sample": False, "thresholding": False}
 
 DEFAULT_OPTIONS = {"steps": 50, "guidance_scale": 7.5, "sampler": "default", "prompt": None, "negative_prompt": ""}
 
@@ -49,18 +56,16 @@ class SdGenerator:
         if unknown:
             raise FacegenError(f"unknown sampling option(s) {', '.join(unknown)} for Stable Diffusion; use {', '.join(DEFAULT_OPTIONS)}")
         o = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
-        if o["sampler"] not in SAMPLERS:
-            raise FacegenError(f"unknown sampler {o['sampler']!r} for Stable Diffusion; use one of {', '.join(SAMPLERS)}")
+        check_sampler(o["sampler"], "ddpm", "Stable Diffusion")
         n = noise.shape[0]
         cond, uncond = (self._embedding(p).expand(n, -1, -1) for p in (o["prompt"], o["negative_prompt"] or ""))
-        stochastic = SAMPLERS[o["sampler"]][1]
-        generators = [self._stream(s) for s in seeds] if stochastic else None
-        scheduler = make_scheduler(self.scheduler_config, o["sampler"])
+        generators = [self._stream(s) for s in seeds] if SAMPLERS[o["sampler"]].stochastic else None
+        scheduler = make_scheduler(o["sampler"], self.scheduler_config, **UNCLAMPED)
         was_training = self.unet.training  # a live generator samples the net being trained
         self.unet.eval()
         try:
-            x_0 = sample_latents(self.unet, scheduler, noise.to(self.device).float(), cond, uncond, int(o["steps"]),
-                                 float(o["guidance_scale"]), generators)
+            x_0 = denoise(self.unet, scheduler, noise.to(self.device).float(), int(o["steps"]), generators,
+                          cond=cond, uncond=uncond, guidance_scale=float(o["guidance_scale"]))
         finally:
             self.unet.train(was_training)
         # One face at a time through the VAE decoder: at 512 px its activations, not the
@@ -77,4 +82,4 @@ class SdGenerator:
     def info(self) -> dict:
         return {"name": self.name, "family": self.family, "resolution": self.resolution, "sampler": self.defaults["sampler"],
                 "steps": self.defaults["steps"], "guidance_scale": self.defaults["guidance_scale"],
-                "prompt": self.defaults["prompt"], "device": str(self.device)}
+                "prompt": self.defaults["prompt"], "objective": "ddpm", "samplers": list(names("ddpm")), "device": str(self.device)}
