@@ -170,10 +170,10 @@ def _check_arguments(size, crop, holdout, limit, crop_options, shards) -> None:
 
 
 def _check_holdout(holdout: int, limit: int | None, crop_options: dict) -> None:
-    """--holdout beyond --limit, refused before decoding: each file gives at most one face, unless
+    """--holdout of --limit or more, refused before decoding: each file gives at most one face, unless
     --all-faces takes every face of a group photo. (A holdout of every face found is refused once
     the faces are decoded, by _plan, which keeps them for the next run.)"""
-    if limit is not None and holdout > limit and not crop_options.get("all_faces"):
+    if limit is not None and holdout >= limit and not crop_options.get("all_faces"):
         raise FacegenError(f"--holdout {holdout} leaves no training faces: --limit {limit} reads {limit} files of one face at most; "
                            f"use a --holdout below {limit} (e.g. --holdout {max(1, limit // 10)}) or a larger --limit")
 
