@@ -14,7 +14,10 @@ from facegen.families.base import FamilyOptions
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "facegen"
 DESIGN = Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md"
-FAMILY_FILES = ("__init__.py", "networks.py", "loss.py", "sampler.py", "generator.py")
+FAMILY_FILES = ("__init__.py", "networks.py", "generator.py")
+OWN_CORE_FILES = ("loss.py", "sampler.py")   # gan and ae; the diffusion families share families/diffusion/
+DIFFUSION = ("ddpm", "ldm", "sd")
+CORE = SRC / "families" / "diffusion"
 
 
 def test_every_family_has_the_same_files_and_design_lists_them():
@@ -24,8 +27,13 @@ def test_every_family_has_the_same_files_and_design_lists_them():
     for name in FAMILIES:
         for file in FAMILY_FILES:
             assert (SRC / "families" / name / file).is_file(), f"families/{name}/{file} missing"
-    for file in FAMILY_FILES:
+    for file in FAMILY_FILES + OWN_CORE_FILES:
         assert re.search(rf"^\s+{re.escape(file)}\s", design, re.M), f"DESIGN.md does not describe {file}"
+    for name in FAMILIES:
+        for file in OWN_CORE_FILES:  # a diffusion family's loss and sampling are the core's, never its own copy
+            assert (SRC / "families" / name / file).is_file() == (name not in DIFFUSION), f"families/{name}/{file}"
+    for file in ("samplers.py", "loss.py", "loop.py", "edm.py"):
+        assert (CORE / file).is_file() and file in design.split("families/diffusion/")[1][:900], f"families/diffusion/{file}"
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -1,13 +1,16 @@
-"""The GAN family: DCGAN, L2-regularised GAN, WGAN (clipping), WGAN-GP, and the modern
-stabilisers (hinge loss, spectral norm, R1, DiffAugment; EMA of G comes from the loop) as
-options of one family.
+"""The GAN family: DCGAN, L2-regularised GAN, WGAN (clipping), WGAN-GP, the modern
+stabilisers (hinge loss, spectral norm, R1, DiffAugment; EMA of G comes from the loop), and
+StyleGAN2's nets (g_arch/d_arch "style": mapping network, truncation in w, style mixing, path
+length) with R3GAN's objective (rpgan + R1 + R2) as options of one family.
 
 Config: the `model:` section of a run config fills `GanOptions` below (the family's
 `model_defaults`); the common `lr`, `adam_betas` and `weight_decay` set both optimizers
 unless `model.g_lr` / `model.d_lr` say otherwise. Training runs the
 shared loop with two phases, "D" (repeated n_critic times, WGAN weight clipping after each
 step) then "G". The export (RUN/model/) holds only the EMA generator: generator.safetensors
-plus facegen.json with everything needed to rebuild it.
+plus facegen.json with everything needed to rebuild it. The style G's w_avg (the centre of its
+truncation) and its fixed sampling noise are buffers: checkpoints and the export carry them (the
+loop's EMA averages parameters only, so the exported w_avg is the one the trained G tracked).
 """
 
 from __future__ import annotations
@@ -34,14 +37,16 @@ WEIGHTS, CONFIG = "generator.safetensors", "facegen.json"   # facegen.json: read
 @dataclass(frozen=True)
 class GanOptions(FamilyOptions):
     family: ClassVar[str] = "gan"
-    objective: str = "nonsaturating"   # "nonsaturating" (DCGAN), "wgan" or "hinge"
-    g_arch: str = "dcgan"             # G architecture: "dcgan" (upsample + conv) or "resnet" (SN-GAN residual blocks)
-    d_arch: str = "dcgan"             # D architecture: "dcgan" (strided convs) or "resnet" (residual blocks, no norm)
+    objective: str = "nonsaturating"   # "nonsaturating" (DCGAN), "wgan", "hinge" or "rpgan" (R3GAN's relativistic pairing)
+    g_arch: str = "dcgan"             # G architecture: "dcgan" (upsample + conv), "resnet" (SN-GAN residual blocks) or "style" (StyleGAN2)
+    d_arch: str = "dcgan"             # D architecture: "dcgan" (strided convs), "resnet" (residual blocks, no norm) or "style" (StyleGAN2's)
     z_dim: int = 200                  # latent length
+    w_dim: int | None = None          # style G: length of w; None = z_dim
+    mapping_layers: int = 2           # style G: depth of the mapping network z -> w (StyleGAN2: 8)
     g_channels: int = 256             # G channels at 4x4, halved per upsampling block
     g_min_channels: int = 16          # floor of G's halving
-    g_norm: str = "batch"             # G norm: "batch", "layer" or "none"
-    g_output: str = "tanh"            # "tanh" or "sigmoid" (rescaled to [-1, 1])
+    g_norm: str = "batch"             # G norm: "batch", "layer" or "none" (the style G: none)
+    g_output: str = "tanh"            # "tanh" or "sigmoid" (rescaled to [-1, 1]); the style G also "linear" (StyleGAN2's)
     d_channels: int = 32              # D channels after its first conv, doubled per block
     d_max_channels: int = 512         # ceiling of D's doubling
     d_norm: str = "batch"             # D norm: "batch" (DCGAN), "layer" (WGAN-GP) or "none"
@@ -52,21 +57,38 @@ class GanOptions(FamilyOptions):
     n_critic: int = 1                 # D steps per G step
     clip: float | None = None         # WGAN weight clipping bound; None = no clipping
     gp_lambda: float = 0.0            # WGAN-GP gradient penalty weight; 0 = off
-    r1_gamma: float = 0.0             # R1 penalty weight; 0 = off
+    r1_gamma: float = 0.0             # R1 penalty weight (on reals); 0 = off
+    r2_gamma: float = 0.0             # R2 penalty weight (the same on fakes; R3GAN: = r1_gamma); 0 = off
+    style_mixing: float = 0.0         # style G: probability a fake takes a second z's w from a random layer on
+    pl_weight: float = 0.0            # style G: path-length regularisation weight (StyleGAN2: 2); 0 = off
     l2_lambda: float = 0.0            # L2 weight penalty on G and D; 0 = off
     augment: list[str] = option([])   # DiffAugment policy, e.g. [color, translation, cutout]
     diverge_above: float | None = None  # stop when |loss_D| exceeds this; None = no bound
 
     RANGES: ClassVar[dict] = {
-        **{key: integer() for key in ("z_dim", "g_channels", "g_min_channels", "d_channels", "d_max_channels", "n_critic")},
+        **{key: integer() for key in ("z_dim", "g_channels", "g_min_channels", "d_channels", "d_max_channels", "n_critic", "mapping_layers")},
+        "w_dim": integer(optional=True),
         **{key: number("> 0", optional=True) for key in ("g_lr", "d_lr", "clip", "diverge_above")},
-        **{key: number(">= 0") for key in ("gp_lambda", "r1_gamma", "l2_lambda")},
+        **{key: number(">= 0") for key in ("gp_lambda", "r1_gamma", "r2_gamma", "l2_lambda", "pl_weight")},
+        "style_mixing": number("[0, 1]"),
     }
     SAMPLE_OPTIONS: ClassVar[dict] = {"psi": number("(0, 1]")}  # GanGenerator.decode's truncation
 
+    def check(self, sample_options: dict) -> None:
+        super().check(sample_options)
+        for key in ("style_mixing", "pl_weight"):   # they would silently do nothing on another G
+            if getattr(self, key) and self.g_arch != "style":
+                raise FacegenError(f"model.{key} is an option of the style generator: set model.g_arch=style or model.{key}=0")
+        if self.l2_lambda and "style" in (self.g_arch, self.d_arch):
+            raise FacegenError("model.l2_lambda weighs plain conv/linear weights and the style nets have none (equalized lr): "
+                               "set model.l2_lambda=0")
+
     def generator_kwargs(self, resolution: int) -> dict:
-        return dict(arch=self.g_arch, resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
-                    norm=self.g_norm, output=self.g_output)
+        kwargs = dict(arch=self.g_arch, resolution=resolution, z_dim=self.z_dim, channels=self.g_channels, min_channels=self.g_min_channels,
+                      norm=self.g_norm, output=self.g_output)
+        if self.g_arch == "style":  # only the style G takes these: older exports keep their exact facegen.json
+            kwargs.update(w_dim=self.w_dim or self.z_dim, mapping_layers=self.mapping_layers)
+        return kwargs
 
 
 class GanFamily:
@@ -80,14 +102,16 @@ class GanFamily:
             G = make_generator(**o.generator_kwargs(resolution))
             D = make_discriminator(o.d_arch, resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
             loss = GanLoss(o.objective, o.z_dim, o.gp_lambda, o.r1_gamma, o.l2_lambda,
-                           diff_augment(o.augment) if o.augment else None)
+                           diff_augment(o.augment) if o.augment else None, r2_gamma=o.r2_gamma,
+                           num_ws=getattr(G, "num_ws", 0), style_mixing=o.style_mixing, pl_weight=o.pl_weight)
         except ValueError as e:
             raise FacegenError(f"gan config: {e}") from None
+        # A phase whose loss differentiates a gradient (WGAN-GP, R1, R2, path length) is not compiled (see Phase).
         phases = [
             Phase("D", ["D"], self._optimizer(o, cfg, D.parameters(), o.d_lr), repeats=o.n_critic,
                   after_step=clip_weights(D, o.clip) if o.clip else None, loss_bound=o.diverge_above, bound_key="model.diverge_above",
-                  compilable=not (o.gp_lambda or o.r1_gamma)),
-            Phase("G", ["G"], self._optimizer(o, cfg, G.parameters(), o.g_lr)),
+                  compilable=not (o.gp_lambda or o.r1_gamma or o.r2_gamma)),
+            Phase("G", ["G"], self._optimizer(o, cfg, G.parameters(), o.g_lr), compilable=not o.pl_weight),
         ]
         return Built(nets={"G": G, "D": D}, phases=phases, loss=loss, ema=["G"])
 

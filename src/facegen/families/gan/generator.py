@@ -1,5 +1,6 @@
-"""A trained GAN behind the family-independent `Generator` contract: seed k -> z_k ->
-G(truncate(z_k, psi)) (sampler.py says why truncation pulls toward the mean)."""
+"""A trained GAN behind the family-independent `Generator` contract: seed k -> z_k -> one forward
+pass of G, truncated by psi in w for a generator with a mapping network (the style G) and in z
+for the others (sampler.py says why truncation pulls toward the mean, and why w is better)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,21 @@ import torch
 from torch.nn import Module as GNet  # any G with .z_dim and .resolution
 
 from facegen.families.gan.sampler import truncate
-from facegen.utils import slerp
+from facegen.utils import FacegenError, slerp
+
+
+def maps_to_w(G: GNet) -> bool:
+    """Whether G has a mapping network z -> w (then truncation, mixing and interpolation act on w)."""
+    return getattr(G, "truncation_space", "z") == "w"
+
+
+@torch.no_grad()
+def w_interpolation(G: GNet, z_a: torch.Tensor, z_b: torch.Tensor, t: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+    """Images along the straight line from z_a's w to z_b's (w' = w_a + t (w_b - w_a) for each t):
+    StyleGAN's interpolation space, laid out by the mapping network so that straight lines stay
+    among faces. t = 0 and t = 1 are the two faces exactly (torch.lerp returns its ends)."""
+    w_a, w_b = G.map(torch.stack([z_a, z_b]), psi)
+    return G.synthesis(torch.lerp(w_a, w_b, t[:, None].to(w_a.dtype)))
 
 
 class GanGenerator:
@@ -19,8 +34,10 @@ class GanGenerator:
     truncation = True                     # decode takes psi (facegen.sample.decode_options checks it)
 
     def __init__(self, G: GNet, name: str, resolution: int, device: torch.device | str = "cpu"):
-        self.G = G.to(device).eval()      # eval: batch norm uses its running statistics, so a face never depends on its batch
+        # eval: batch norm uses its running statistics and the style G its fixed noise, so a face never depends on its batch
+        self.G = G.to(device).eval()
         self.name, self.resolution, self.device = name, resolution, torch.device(device)
+        self.mapped = maps_to_w(G)
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """z (N, z_dim) ~ N(0, I), each row from its own torch.Generator seeded by its seed."""
@@ -29,15 +46,34 @@ class GanGenerator:
 
     @torch.no_grad()
     def decode(self, noise: torch.Tensor, seeds: Sequence[int] = (), psi: float = 1.0, **options: Any) -> torch.Tensor:
-        """Images (N, 3, H, W) in [-1, 1]: one deterministic forward pass of G on psi * z
-        (truncation toward the mean of z, see the module docstring); other options are ignored."""
-        return self.G(truncate(noise.to(self.device), psi)).clamp(-1, 1)
+        """Images (N, 3, H, W) in [-1, 1]: one deterministic forward pass of G, truncated by psi
+        (in w for a mapped G, else psi * z; see sampler.py). Style mixing (mapped G only):
+        options mix_seed (the layers from mix_layer on take that seed's w) and mix_layer
+        (default num_ws // 2: coarse styles from the face's own seed, fine ones from mix_seed).
+        Other options are ignored."""
+        z = noise.to(self.device)
+        mix_seed = options.get("mix_seed")
+        if not self.mapped:
+            if mix_seed is not None:
+                raise FacegenError("style mixing (mix_seed) needs a generator with a mapping network (model.g_arch=style)")
+            return self.G(truncate(z, psi)).clamp(-1, 1)
+        if mix_seed is None:
+            return self.G(z, psi=psi).clamp(-1, 1)
+        layer = options.get("mix_layer")
+        layer = self.G.num_ws // 2 if layer is None else int(layer)
+        if not 0 <= layer <= self.G.num_ws:
+            raise FacegenError(f"mix_layer {layer} is out of range: use 0..{self.G.num_ws} (this generator has {self.G.num_ws} ws)")
+        mix_z = self.initial_noise([mix_seed]).expand(len(z), -1)
+        return self.G(z, psi=psi, mix_z=mix_z, mix_layer=layer).clamp(-1, 1)
 
-    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
-        """`steps` images walking from seed_a's face to seed_b's along the great circle of z (slerp)."""
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, psi: float = 1.0) -> torch.Tensor:
+        """`steps` images walking from seed_a's face to seed_b's: along a straight line in w for a
+        mapped G (w_interpolation), along the great circle of z (slerp) for the others."""
         za, zb = self.initial_noise([seed_a, seed_b])
         t = torch.linspace(0, 1, steps, device=self.device)
-        return self.decode(slerp(za, zb, t))
+        if self.mapped:
+            return w_interpolation(self.G, za, zb, t, psi).clamp(-1, 1)
+        return self.decode(slerp(za, zb, t), psi=psi)
 
     # The page's psi when a request names none (facegen.json `recommended_psi`); sampling and
     # evaluation never apply it unasked, so their numbers stay the untruncated model's.

@@ -2,17 +2,23 @@
 
 Scores are raw discriminator outputs (b,). Every term returns a per-sample tensor (b,)
 except the weight penalty, which is one number for a whole net.
+
+The style generator (g_arch "style") adds two G-phase options: style mixing (a fraction of
+fakes take a second z's w from a random layer on, in both phases, as StyleGAN2 draws its fakes)
+and path-length regularisation. "rpgan" is R3GAN's relativistic pairing loss, whose G phase
+scores real images too; R3GAN pairs it with R1 and R2 of equal gamma.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-OBJECTIVES = ("nonsaturating", "wgan", "hinge")
+OBJECTIVES = ("nonsaturating", "wgan", "hinge", "rpgan")
 
 
 def d_nonsaturating(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -40,6 +46,17 @@ def hinge_critic(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real) + F.relu(1 + fake)
 
 
+def d_relativistic(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """softplus(-(D(x) - D(G(z)))), real i paired with fake i: the relativistic pairing GAN
+    (Jolicoeur-Martineau 2019) that R3GAN (Huang et al. 2024) regularises with R1 + R2."""
+    return F.softplus(fake - real)
+
+
+def g_relativistic(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """softplus(-(D(G(z)) - D(x))): the same pairing with the roles swapped (R3GAN's G loss)."""
+    return F.softplus(real - fake)
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """(||grad D(x_hat)|| - 1)^2 at random points between real and fake (Gulrajani et al. 2017, Alg. 1)."""
     eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
@@ -54,6 +71,27 @@ def r1_penalty(real_score: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     `real` must require grad and `real_score` be D(real), so the D forward is shared."""
     (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(dim=1)
+
+
+def r2_penalty(fake_score: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """||grad D(x)||^2 on generated images (Roth et al. 2017; R3GAN's R2): R1's formula at the
+    fakes, so D is smooth on both distributions. `fake` must require grad, `fake_score` = D(fake)."""
+    return r1_penalty(fake_score, fake)
+
+
+def path_lengths(images: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    """||J_w^T y|| per sample, y ~ N(0, I) / sqrt(H W) (StyleGAN2 sec. 3.2): how far the image
+    moves for a unit step in w. Kept differentiable (create_graph), for the penalty's gradient.
+    `ws` (N, num_ws, w_dim) must be what made `images`; the norm is over w_dim, averaged over layers."""
+    y = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grad,) = torch.autograd.grad((images * y).sum(), ws, create_graph=True)
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def path_length_penalty(lengths: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(||J_w^T y|| - a)^2, a the running mean of the lengths: a fixed-size step in w should
+    change the image by a fixed amount, whatever the w (StyleGAN2 eq. 4)."""
+    return (lengths - target).square()
 
 
 def l2_weights(net: nn.Module) -> torch.Tensor:
@@ -77,31 +115,71 @@ class GanLoss:
 
     def __init__(
         self,
-        objective: str = "nonsaturating",  # "nonsaturating", "wgan" or "hinge"
+        objective: str = "nonsaturating",  # "nonsaturating", "wgan", "hinge" or "rpgan"
         z_dim: int = 200,                 # latent length, as the generator's
         gp_lambda: float = 0.0,           # gradient-penalty weight (WGAN-GP: 10); 0 = off
         r1_gamma: float = 0.0,            # R1 weight gamma (loss += gamma/2 * R1); 0 = off
         l2_lambda: float = 0.0,           # L2 weight penalty on the phase's net (0.02); 0 = off
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,  # DiffAugment, applied to every D input
+        r2_gamma: float = 0.0,            # R2 weight (loss += gamma/2 * R2, on fakes); 0 = off
+        num_ws: int = 0,                  # the style G's number of ws; 0 = a G without mapping network
+        style_mixing: float = 0.0,        # style G: probability that a fake mixes two z's w
+        pl_weight: float = 0.0,           # style G: path-length penalty weight (StyleGAN2: 2); 0 = off
+        pl_decay: float = 0.01,           # how fast the path-length target follows the lengths
     ):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown GAN objective {objective!r}; use one of {OBJECTIVES}")
+        if (style_mixing or pl_weight) and not num_ws:
+            raise ValueError("style mixing and path-length regularisation need the style generator (model.g_arch=style)")
         self.objective, self.z_dim = objective, z_dim
-        self.gp_lambda, self.r1_gamma, self.l2_lambda = gp_lambda, r1_gamma, l2_lambda
+        self.gp_lambda, self.r1_gamma, self.r2_gamma, self.l2_lambda = gp_lambda, r1_gamma, r2_gamma, l2_lambda
+        self.num_ws, self.style_mixing, self.pl_weight, self.pl_decay = num_ws, style_mixing, pl_weight, pl_decay
         self.augment = augment or (lambda x: x)
+
+    def fakes(self, G: nn.Module, z: torch.Tensor, return_ws: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """G's images of z, and the ws that made them when asked (a style G only). With style
+        mixing, each sample takes a second z's w from a random layer on with probability
+        `style_mixing` (StyleGAN2's mixing regularisation). Everything goes through G's forward,
+        which is what a distributed wrapper (DDP) sees."""
+        if not self.num_ws:
+            return G(z), None
+        mix = {}
+        if self.style_mixing:
+            b = z.shape[0]
+            layer = torch.randint(1, self.num_ws, (b,), device=z.device)
+            mixed = torch.rand(b, device=z.device) < self.style_mixing
+            mix = {"mix_z": torch.randn_like(z), "mix_layer": torch.where(mixed, layer, self.num_ws)}  # num_ws: not mixed
+        out = G(z, return_ws=return_ws, **mix)
+        return out if return_ws else (out, None)
 
     def __call__(self, phase: str, nets: dict[str, nn.Module], images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         G, D = nets["G"], nets["D"]
         z = torch.randn(images.shape[0], self.z_dim, device=images.device)
         if phase == "G":
-            fake_score = D(self.augment(G(z)))
-            loss = wgan_generator(fake_score) if self.objective != "nonsaturating" else g_nonsaturating(fake_score)
-            return self._with_l2(loss, G, logs := {}, "G"), logs
+            fake, ws = self.fakes(G, z, return_ws=self.pl_weight > 0)
+            fake_score = D(self.augment(fake))
+            logs = {}
+            if self.objective == "rpgan":  # relativistic: G's loss compares with real scores (no gradient to take there)
+                with torch.no_grad():
+                    real_score = D(self.augment(images))
+                loss = g_relativistic(fake_score, real_score)
+            else:
+                loss = wgan_generator(fake_score) if self.objective != "nonsaturating" else g_nonsaturating(fake_score)
+            if self.pl_weight:
+                lengths = path_lengths(fake, ws)
+                # The target lives on G (a buffer) so that checkpoints, and so exact resumes, carry it.
+                target = getattr(G, "module", G).pl_mean          # (DDP wraps G in .module)
+                target.copy_(target.lerp(lengths.detach().mean(), self.pl_decay))
+                loss = loss + self.pl_weight * path_length_penalty(lengths, target)
+                logs["pl_length"] = lengths.detach().mean()
+            return self._with_l2(loss, G, logs, "G"), logs
         with torch.no_grad():
-            fake = G(z)
+            fake = self.fakes(G, z)[0]
         images = images.detach().requires_grad_(self.r1_gamma > 0)   # R1 differentiates D(x) by x
+        fake = fake.requires_grad_(self.r2_gamma > 0)                # and R2 D(G(z)) by G(z)
         real_score, fake_score = D(self.augment(images)), D(self.augment(fake))
-        loss = {"nonsaturating": d_nonsaturating, "wgan": wgan_critic, "hinge": hinge_critic}[self.objective](real_score, fake_score)
+        loss = {"nonsaturating": d_nonsaturating, "wgan": wgan_critic, "hinge": hinge_critic,
+                "rpgan": d_relativistic}[self.objective](real_score, fake_score)
         # The loop logs the total as loss_D; the mean scores show the balance (for WGAN,
         # score_real - score_fake is the Wasserstein estimate). Tensors: no sync per step; the
         # divergence bound (model.diverge_above) is the loop's Phase.loss_bound, checked at log steps.
@@ -112,6 +190,9 @@ class GanLoss:
         if self.r1_gamma:
             r1 = r1_penalty(real_score, images)
             loss, logs["r1"] = loss + self.r1_gamma / 2 * r1, r1.detach().mean()
+        if self.r2_gamma:
+            r2 = r2_penalty(fake_score, fake)
+            loss, logs["r2"] = loss + self.r2_gamma / 2 * r2, r2.detach().mean()
         return self._with_l2(loss, D, logs, "D"), logs
 
     def _with_l2(self, loss: torch.Tensor, net: nn.Module, logs: dict, name: str) -> torch.Tensor:

@@ -27,6 +27,9 @@ Residual nets (arch "resnet"): the SN-GAN ResNet of Miyato et al. 2018 (appendix
 first block without the leading ReLU, shortcut pooled first) -> ReLU -> global sum -> linear.
 Shortcuts keep an identity path from z to pixels, which is what lets these train for long
 without collapsing.
+
+StyleGAN2 nets (arch "style"): mapping network, modulated convolutions, noise, skip G and
+residual D with minibatch stddev, in style.py; make_generator / make_discriminator build them.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from facegen.families.gan.style import StyleDiscriminator, StyleGenerator
+
 NORMS = ("batch", "layer", "none")
-ARCHS = ("dcgan", "resnet")
+ARCHS = ("dcgan", "resnet", "style")
 OUTPUTS = ("tanh", "sigmoid")
 
 
@@ -230,12 +235,20 @@ def make_generator(arch: str = "dcgan", **kwargs) -> nn.Module:
     """G by architecture name; exports record `arch` beside the other constructor arguments."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {ARCHS}")
+    if arch == "style":
+        return StyleGenerator(**kwargs)
     return (ResGenerator if arch == "resnet" else Generator)(**kwargs)
 
 
 def make_discriminator(arch: str, resolution: int, channels: int, max_channels: int, norm: str, spectral_norm: bool) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {ARCHS}")
+    if arch == "style":
+        if norm != "none":
+            raise ValueError("the style D has no norm layers: set model.d_norm=none")
+        if spectral_norm:
+            raise ValueError("the style D scales its weights by equalized learning rate, not spectral norm: set model.spectral_norm=false")
+        return StyleDiscriminator(resolution, channels, max_channels)
     if arch == "resnet":
         if norm != "none":
             raise ValueError("the resnet D has no norm layers: set model.d_norm=none")
