@@ -504,6 +504,49 @@ def sweep_command(
     typer.echo(f"table: {table['out']}/sweep.md")
 
 
+# ---- project (issue 28) ----------------------------------------------------------------
+
+
+@app.command("project")
+def project_command(
+    run: Path = typer.Argument(..., help="Run folder (or its model/) of a style GAN (model.g_arch=style)."),
+    photo: Path = typer.Argument(..., help="Photo of one face (JPEG, PNG, ...): found and aligned as `data prepare --crop align` aligns faces."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: target.png, projected.png, w.npy, noise.npz, strip.png, morph.png/gif, projection.json."),
+    steps: int = typer.Option(200, "--steps", min=1, max=100_000, help="Optimisation steps (StyleGAN2's projector uses 1000)."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Optimise one w per layer (W+, w.npy of shape (num_ws, w_dim)): a closer fit, less like G's own faces."),
+    seed: int = typer.Option(0, "--seed", min=0, help="The random face the morph walks to; also seeds the optimisation's noise."),
+    distance: str = typer.Option("pixels+inception", "--distance", help="pixels+inception: pixel MSE + FID Inception features; lpips: LPIPS-VGG when installed with its weights (else pixels+inception, with a note); pixels: MSE alone."),
+    aligned: bool = typer.Option(False, "--aligned", help="PHOTO is already an aligned square face (e.g. a store face): no detection; resized to the model's size."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """Project a photo into a style GAN: find the w and noise whose face is the photo's face.
+
+    StyleGAN2's projector: w starts at w_avg and is optimised with Adam against the distance,
+    with the noise images (kept white noise). The folder shows the aligned photo, the
+    projection, a strip of its progress and a morph from it to the face of --seed.
+
+    Examples:
+
+        facegen project runs/stylegan32 me.jpg --out proj/me
+
+        facegen project runs/stylegan32 me.jpg --out proj/me-wplus --per-layer --steps 500
+
+        facegen project runs/stylegan32 face.png --aligned --out proj/face --steps 50 --seed 7
+    """
+    import shlex
+
+    from facegen.project import project
+
+    _out_folder(out)
+    r = project(run, photo, out, steps=steps, per_layer=per_layer, seed=seed, distance=distance, aligned=aligned,
+                overwrite=overwrite, command=shlex.join(["facegen", *sys.argv[1:]]))
+    first, final = r["log"][0]["distance"], r["final"]
+    typer.echo(f"projected: {out / 'projected.png'} ({r['distance']} distance {first:.4f} -> {final['distance']:.4f} over {r['steps']} steps, "
+               f"PSNR {final['psnr_db']:.1f} dB, {r['seconds']:.0f} s)")
+    typer.echo(f"w:         {out / 'w.npy'} {tuple(r['w_shape'])} ({r['space']})")
+    typer.echo(f"morph:     {out / 'morph.gif'} (to seed {seed})")
+
+
 # ---- serve -----------------------------------------------------------------------------
 
 

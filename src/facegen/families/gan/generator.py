@@ -75,6 +75,31 @@ class GanGenerator:
             return w_interpolation(self.G, za, zb, t, psi).clamp(-1, 1)
         return self.decode(slerp(za, zb, t), psi=psi)
 
+    # ---- w space (a mapped G only): what projection (facegen.project) and the morph need ----
+
+    def _need_mapping(self, what: str) -> None:
+        if not self.mapped:
+            raise FacegenError(f"{what} needs a generator with a mapping network (g_arch: style); this {self.name} generator maps z to faces directly")
+
+    @torch.no_grad()
+    def seed_ws(self, seeds: Sequence[int], psi: float = 1.0) -> torch.Tensor:
+        """w (N, w_dim) of each seed, truncated toward w_avg by psi: the w that decode(seed) synthesises."""
+        self._need_mapping("w of a seed")
+        return self.G.map(self.initial_noise(seeds), psi)
+
+    @torch.no_grad()
+    def decode_ws(self, ws: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] from w (N, w_dim), one w for every layer, or ws
+        (N, num_ws, w_dim), one per layer ("W+"), with the fixed sampling noise."""
+        self._need_mapping("decoding from w")
+        return self.G.synthesis(ws.to(self.device), noise_mode="const").clamp(-1, 1)
+
+    def noise_images(self) -> dict[str, torch.Tensor]:
+        """The synthesis's fixed per-layer noise images (1, 1, r, r) by buffer name, in layer order:
+        the buffers themselves, so a change to them changes every face (projection changes a copy's)."""
+        self._need_mapping("the noise images")
+        return {name: buf for name, buf in self.G.named_buffers() if name.endswith("noise_const")}
+
     # The page's psi when a request names none (facegen.json `recommended_psi`); sampling and
     # evaluation never apply it unasked, so their numbers stay the untruncated model's.
     recommended_psi = 1.0
