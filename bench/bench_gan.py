@@ -1,6 +1,8 @@
 """Benchmark GAN training: images/s of the shared loop for the 64 and 96 presets.
 
     .venv/bin/python bench/bench_gan.py [--steps 8] [--presets dcgan-tiny64,gan-cpu64,gan-resnet64,dcgan-celeba96,wgan-gp-celeba96]
+    .venv/bin/python bench/bench_gan.py --presets gan-resnet64,stylegan-tiny32,stylegan-r3gan-tiny32 \
+        --set resolution=32 batch_size=32 --threads 1 --out bench/results/gan-style.json   # the new nets vs the SN-GAN
 
 For each preset, the same nets and loss are trained twice in the same run:
   baseline  a bare PyTorch loop (phases, backward, optimizer steps; no accelerate, EMA,
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--presets", default=DEFAULT_PRESETS)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every preset, e.g. resolution=32 batch_size=32 to race nets at one size")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gan.json")
     args = parser.parse_args()
     if args.threads:
@@ -98,6 +102,7 @@ def main() -> None:
         for i, preset in enumerate(args.presets.split(",")):
             cfg = load_config(preset)
             overrides = [f"batch_size={CPU_BATCH_96}"] if cfg["resolution"] >= 96 and not torch.cuda.is_available() else []
+            overrides += args.set
             cfg = load_config(preset, overrides)
             load_before = os.getloadavg()[0]
             base = bare_loop(cfg, args.steps)
@@ -108,8 +113,10 @@ def main() -> None:
             print(f"{preset:18s} {cfg['resolution']}px batch {cfg['batch_size']:3d}: bare {base['img_per_s']:7.1f} img/s "
                   f"({base['img_per_cpu_s']:.1f}/CPU-s), loop {loop['img_per_s']:7.1f} img/s, ratio {row['ratio_loop_vs_bare']:.2f}",
                   flush=True)
+            if results:  # against the first preset, measured in this run (these machines are noisy)
+                row["loop_img_per_s_vs_first"] = loop["img_per_s"] / results[0]["shared_loop"]["img_per_s"]
             results.append(row)
-    report = {"benchmark": "gan training", "device": "cuda" if torch.cuda.is_available() else "cpu",
+    report = {"benchmark": "gan training", "overrides": args.set, "device": "cuda" if torch.cuda.is_available() else "cpu",
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -479,3 +479,27 @@ def test_preset_trains_resumes_exactly_exports_and_samples(preset, celeba_store3
     one, many = gen.decode(gen.initial_noise([2]), [2], psi=0.7), gen.decode(gen.initial_noise([0, 1, 2]), [0, 1, 2], psi=0.7)
     torch.testing.assert_close(one[0], many[2], rtol=0, atol=1e-5)
     assert not np.array_equal(generate(gen, [0, 1, 2], batch_size=3), faces)  # psi changes the faces
+
+
+def test_mix_seed_flag_mixes_styles_and_is_refused_without_a_mapping_network(tmp_path, facegen):
+    """`facegen sample --mix-seed B`: seed A's coarse styles with B's fine ones; a model without w refuses it in one line."""
+    from PIL import Image
+
+    from facegen.sample import generate, load_generator
+
+    cfg = {"name": "style", "model": {**STYLE}}
+    built = FAMILY.build(cfg, 32)
+    trained_looking(built.nets["G"])
+    FAMILY.export(built, cfg, tmp_path / "style" / "model")
+    run = tmp_path / "style"
+    result = facegen("sample", str(run), "--seeds", "3,4", "--out", str(tmp_path / "mixed"), "--mix-seed", "9")
+    assert result.returncode == 0, result.stderr
+    gen = load_generator(run)
+    mixed = np.array(Image.open(tmp_path / "mixed" / "seed000003.png"))
+    np.testing.assert_allclose(mixed.astype(int), generate(gen, [3], mix_seed=9)[0].astype(int), atol=1)
+    assert np.abs(mixed.astype(int) - generate(gen, [3])[0].astype(int)).max() > 0  # not the plain face
+    dcgan = {"name": "old", "model": {"z_dim": 16, "g_channels": 32, "g_min_channels": 8, "d_channels": 8}}
+    FAMILY.export(FAMILY.build(dcgan, 32), dcgan, tmp_path / "dcgan" / "model")
+    refused = facegen("sample", str(tmp_path / "dcgan"), "--n", "1", "--out", str(tmp_path / "x"), "--mix-seed", "9")
+    assert refused.returncode == 2 and "--mix-seed: style mixing needs a GAN with a mapping network" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

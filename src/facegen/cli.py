@@ -83,6 +83,16 @@ def _check_sampling(run: Optional[Path], sampler: Optional[str], steps: Optional
         raise FacegenError(f"--sampler {sampler}: this {family} model (objective {objective}) takes one of {', '.join(known)}")
 
 
+def _check_mixing(run: Optional[Path]) -> None:
+    """--mix-seed needs a generator with a mapping network: refused in one line before any weights load."""
+    from facegen.sample import EXPORT_META, model_dir
+
+    meta = json.loads((model_dir(run) / EXPORT_META).read_text())
+    if meta.get("family") != "gan" or meta.get("generator", {}).get("arch") != "style":
+        raise FacegenError(f"--mix-seed: style mixing needs a GAN with a mapping network (model.g_arch=style); "
+                           f"this is a {meta.get('family')} model; drop --mix-seed")
+
+
 def _psi(value: float) -> float:
     """--truncation is checked while the command line is parsed, before a model loads."""
     from facegen.sample import check_psi
@@ -297,6 +307,7 @@ def sample_command(
     prompt: Prompt = None,
     negative_prompt: NegativePrompt = None,
     truncation: Truncation = 1.0,
+    mix_seed: Optional[int] = typer.Option(None, "--mix-seed", min=0, help="Style GAN (g_arch style): take the fine styles (layers from the middle on) from this seed's w: style mixing."),
 ) -> None:
     """Generate faces by seed into a folder; the same seed always gives the same face.
 
@@ -313,6 +324,8 @@ def sample_command(
         facegen sample runs/sd --n 2900 --out faces --steps 50 --guidance-scale 7.5 --negative-prompt "tilted, cropped"
 
         facegen sample runs/gan64 --n 2500 --out faces/gan64-psi0.85 --truncation 0.85
+
+        facegen sample runs/stylegan32 --n 8 --out faces/mixed --truncation 0.7 --mix-seed 42
     """
     from facegen.distributed import is_main
     from facegen.sample import sample_on_processes
@@ -325,8 +338,10 @@ def sample_command(
         raise FacegenError(f"--seeds {seeds!r} names no seed; give integers or ranges, e.g. --seeds 0-15")
     _out_folder(out)
     _check_sampling(run, sampler, steps)
+    if mix_seed is not None:
+        _check_mixing(run)
     options = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale), ("prompt", prompt),
-                                 ("negative_prompt", negative_prompt), ("psi", truncation)) if v is not None}
+                                 ("negative_prompt", negative_prompt), ("psi", truncation), ("mix_seed", mix_seed)) if v is not None}
     # Under `accelerate launch` the seeds are split across the processes (docs/scaling.md).
     result = sample_on_processes(run, seed_list, out, batch_size=batch, **options)
     if is_main():
