@@ -3,7 +3,7 @@ a committed file: its evaluation (eval/metrics.json), its training log (metrics.
 wall time: the last row's `wall_s`, or for runs made before the log kept a clock, the seconds
 between the first and the last logged step in the run's own TensorBoard events.
 
-    python scripts/collect_runs.py docs/results/tiny32-compare runs/*-tiny32-seed* runs/ddpm-tiny32
+    python scripts/collect_runs.py docs/results/tiny32-compare runs/*-tiny32-seed* runs/ddpm-tiny32-6min runs/ddpm-tiny32
 """
 
 from __future__ import annotations

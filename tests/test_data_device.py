@@ -126,7 +126,7 @@ def count_reads(monkeypatch) -> list:
     return reads
 
 
-@pytest.mark.parametrize("preset", ["dcgan-tiny32", "ddpm-tiny32"])
+@pytest.mark.parametrize("preset", ["dcgan-tiny32", "ddpm-tiny32-v"])
 def test_tensor_reads_do_not_grow_with_the_steps_between_logs(stores, tmp_path, monkeypatch, preset):
     """4 steps with one log vs 12 steps with one log: the same number of reads (the divergence
     bound, NaN checks and loss logging are read at log steps only)."""

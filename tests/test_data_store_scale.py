@@ -339,5 +339,5 @@ def test_training_reads_a_sharded_store(photos40, tmp_path):
             "batch_size=4", "grad_accum=2", "log_every=1", "tensorboard=false", "sample_seeds=0-1",
             "sample_options={sampler: ddim, steps: 2}", "sample_every=100", "threads=1"]
     two = prepare(src, tmp_path / "s2", size=16, crop="center", shards=2, workers=1, progress=False)
-    train("ddpm-tiny32", two.path, tmp_path / "run", tiny, steps=2)
+    train("ddpm-tiny32-v", two.path, tmp_path / "run", tiny, steps=2)
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -25,7 +25,7 @@ def one_thread():
 
 
 def build(*overrides: str) -> tuple[Built, dict]:
-    cfg = load_config("ddpm-tiny32", [*SMALL, *overrides])
+    cfg = load_config("ddpm-tiny32-v", [*SMALL, *overrides])
     torch.manual_seed(0)
     return get_family("ddpm").build(cfg, 16), cfg
 
@@ -50,7 +50,7 @@ def test_unknown_schedule_and_model_keys_are_refused():
     with pytest.raises(FacegenError, match="beta_schedule must be one of"):
         build("model.beta_schedule=cosine")
     with pytest.raises(FacegenError, match=r"unknown model key\(s\) channels"):
-        load_config("ddpm-tiny32", ["model.channels=3"])
+        load_config("ddpm-tiny32-v", ["model.channels=3"])
 
 
 def test_weight_standardised_unet_exports_as_a_plain_unet_with_the_same_outputs():

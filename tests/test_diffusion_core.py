@@ -194,8 +194,35 @@ def test_stable_diffusion_trains_with_min_snr_too(tmp_path):
 ])
 def test_a_sampler_or_objective_that_cannot_work_is_refused_in_one_line(overrides, message):
     with pytest.raises(FacegenError, match=message.replace("(", r"\(").replace(".", r"\.")) as e:
-        load_config("ddpm-tiny32", overrides)
+        load_config("ddpm-tiny32-v", overrides)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("preset, sigma_data", [("ddpm-tiny32", 0.5), ("ddpm-celeba64-edm", 0.5), ("ldm-ffhq128-edm", 1.0)])
+def test_the_edm_presets_name_edm_samplers_and_their_sigma_data(preset, sigma_data):
+    """The pilot's winner (ddpm-tiny32) and its GPU options: objective edm, samplers that serve it."""
+    cfg = load_config(preset)
+    assert cfg["model"]["objective"] == "edm" and cfg["model"]["sigma_data"] == sigma_data
+    assert SAMPLERS[cfg["model"]["sampler"]].objective == "edm" and SAMPLERS[cfg["sample_options"]["sampler"]].objective == "edm"
+
+
+def test_the_cpu_preset_trains_exports_and_samples_as_edm(celeba_store32, tmp_path):
+    """ddpm-tiny32 as shipped (only the size and cadences shrunk): 2 steps, an EDM export that
+    `facegen sample` reads with the preset's sampler, and the v-prediction recipe kept beside it."""
+    import json
+
+    from facegen.train import train
+
+    small = ["model.block_out_channels=[8,16]", "model.attention_resolutions=[]", "batch_size=4", "sample_every=100",
+             "checkpoint_every=100", "tensorboard=false", "threads=1"]
+    train("ddpm-tiny32", celeba_store32.path, tmp_path / "run", small, steps=2)
+    meta = json.loads((tmp_path / "run" / "model" / "facegen.json").read_text())
+    assert meta["objective"] == "edm"
+    generator = sample.load_generator(tmp_path / "run", "cpu")
+    assert generator.info()["sampler"] == "edm-dpm++"
+    faces = sample.generate(generator, [0, 1], batch_size=2, steps=3)
+    assert faces.shape == (2, 32, 32, 3) and faces.dtype == np.uint8 and faces[0].std() > 0
+    assert load_config("ddpm-tiny32-v")["model"]["prediction_type"] == "v_prediction"
 
 
 def test_stable_diffusion_refuses_a_negative_min_snr_gamma():

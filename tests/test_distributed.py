@@ -106,8 +106,8 @@ def assert_same_trajectory(one: dict, two: dict, family: str) -> None:
 def ddpm_runs(celeba_store32, tmp_path_factory):
     """The same tiny DDPM training, in one process and in two."""
     root = tmp_path_factory.mktemp("ddpm")
-    train("ddpm-tiny32", celeba_store32.path, root / "one", DDPM, steps=STEPS)
-    launch("train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(root / "two"), "--steps", str(STEPS), *DDPM)
+    train("ddpm-tiny32-v", celeba_store32.path, root / "one", DDPM, steps=STEPS)
+    launch("train", "ddpm-tiny32-v", "--data", str(celeba_store32.path), "--out", str(root / "two"), "--steps", str(STEPS), *DDPM)
     return root / "one", root / "two"
 
 
@@ -132,7 +132,7 @@ def test_a_two_process_run_resumes_on_one_process(ddpm_runs, celeba_store32, tmp
     shutil.copytree(two, run)
     shutil.rmtree(run / "checkpoints" / f"step-{STEPS:06d}")  # continue from step 4, written by two processes
     (run / "model").rename(tmp_path / "old-model")
-    train("ddpm-tiny32", celeba_store32.path, run, [], steps=STEPS, resume=True)
+    train("ddpm-tiny32-v", celeba_store32.path, run, [], steps=STEPS, resume=True)
     assert state(run, STEPS)["world_size"] == 1
     assert state(run, STEPS)["data_position"] == STEPS * BATCH  # the same images, in the same order
     resumed = losses(run)
@@ -157,7 +157,7 @@ def test_eval_every_on_two_processes_writes_one_row_per_evaluation(celeba_store3
     # The reference features are a collective (every process extracts its share); sampling and
     # scoring are the main process's alone while the other waits: no deadlock, one row each time.
     run = tmp_path / "two"
-    launch("train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(run), "--steps", "4", *DDPM,
+    launch("train", "ddpm-tiny32-v", "--data", str(celeba_store32.path), "--out", str(run), "--steps", "4", *DDPM,
            "eval_every=2", "eval_samples=4", env={"FACEGEN_CACHE": str(tmp_path / "cache")})
     evals = [row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "kid" in row]
     assert [row["step"] for row in evals] == [2, 4] and all(np.isfinite(row["kid"]) for row in evals)

@@ -91,7 +91,7 @@ def test_the_training_loop_scores_through_the_registry(tmp_path, monkeypatch):
     tiny = ["resolution=16", "model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.attention_resolutions=[]",
             "batch_size=4", "grad_accum=2", "log_every=1", "tensorboard=false", "sample_seeds=0-1",
             "sample_options={sampler: ddim, steps: 2}", "sample_every=100", "threads=1", "eval_every=2", "eval_samples=4"]
-    train("ddpm-tiny32", store.path, tmp_path / "run", tiny, steps=2)
+    train("ddpm-tiny32-v", store.path, tmp_path / "run", tiny, steps=2)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "kid" in r]
     assert evals and all((r["kid"], r["kid_std"]) == (0.125, 0.5) for r in evals)

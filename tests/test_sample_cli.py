@@ -36,8 +36,8 @@ def invoke(*args: str):
 def trained_run(celeba_store32, tmp_path_factory):
     """train 4 steps, then --resume to 6 (tiny net, real 32x32 CelebA faces)."""
     run = tmp_path_factory.mktemp("runs") / "tiny32"
-    invoke("train", "ddpm-tiny32", "--data", celeba_store32.path, "--out", run, "--steps", 4, *TINY)
-    invoke("train", "ddpm-tiny32", "--data", celeba_store32.path, "--out", run, "--resume", "--steps", 6)
+    invoke("train", "ddpm-tiny32-v", "--data", celeba_store32.path, "--out", run, "--steps", 4, *TINY)
+    invoke("train", "ddpm-tiny32-v", "--data", celeba_store32.path, "--out", run, "--resume", "--steps", 6)
     return run
 
 
@@ -93,8 +93,8 @@ def test_cli_refuses_bad_input_with_one_line(trained_run, tmp_path, celeba_store
     with pytest.raises(FacegenError, match="unknown sampler 'euler'"):
         CliRunner().invoke(app, ["sample", str(trained_run), "--n", "1", "--out", str(tmp_path), "--sampler", "euler"], catch_exceptions=False)
     with pytest.raises(FacegenError, match="already holds a run; pass --resume"):
-        CliRunner().invoke(app, ["train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(trained_run)], catch_exceptions=False)
+        CliRunner().invoke(app, ["train", "ddpm-tiny32-v", "--data", str(celeba_store32.path), "--out", str(trained_run)], catch_exceptions=False)
     with pytest.raises(FacegenError, match="unknown key 'lr_max'"):
-        CliRunner().invoke(app, ["train", "ddpm-tiny32", "--data", str(celeba_store32.path), "--out", str(tmp_path / "x"), "lr_max=1"], catch_exceptions=False)
-    dry = invoke("train", "ddpm-tiny32", "--data", celeba_store32.path, "--out", tmp_path / "y", "--dry-run", "lr=3e-4")
+        CliRunner().invoke(app, ["train", "ddpm-tiny32-v", "--data", str(celeba_store32.path), "--out", str(tmp_path / "x"), "lr_max=1"], catch_exceptions=False)
+    dry = invoke("train", "ddpm-tiny32-v", "--data", celeba_store32.path, "--out", tmp_path / "y", "--dry-run", "lr=3e-4")
     assert "lr: 0.0003" in dry.output and not (tmp_path / "y").exists()

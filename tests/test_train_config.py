@@ -10,7 +10,7 @@ from facegen.utils import FacegenError
 
 def test_every_ddpm_preset_resolves_with_its_model_defaults_filled():
     ddpm = [name for name in preset_names() if name.startswith("ddpm-")]
-    assert {"ddpm-celeba64", "ddpm-celeba64-cosine", "ddpm-gpu-best64", "ddpm-tiny32", "ddpm-tiny64"} <= set(ddpm)
+    assert {"ddpm-celeba64", "ddpm-celeba64-cosine", "ddpm-gpu-best64", "ddpm-tiny32", "ddpm-tiny32-v", "ddpm-tiny64", "ddpm-celeba64-edm"} <= set(ddpm)
     for name in ddpm:
         cfg = load_config(name)
         assert cfg["family"] == "ddpm" and "beta_schedule" in cfg["model"], name
@@ -20,7 +20,7 @@ def test_every_ddpm_preset_resolves_with_its_model_defaults_filled():
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    cfg = load_config("ddpm-tiny32", ["lr=3e-4", "ema.decay=0.99", "model.block_out_channels=[16, 32]",
+    cfg = load_config("ddpm-tiny32-v", ["lr=3e-4", "ema.decay=0.99", "model.block_out_channels=[16, 32]",
                                       "grad_clip=null", "channels_last=true", "sample_options={sampler: unipc, steps: 7}"])
     assert cfg["lr"] == 3e-4 and cfg["ema"]["decay"] == 0.99 and cfg["ema"]["warmup"] is True
     assert cfg["model"]["block_out_channels"] == [16, 32] and cfg["grad_clip"] is None and cfg["channels_last"] is True
@@ -43,7 +43,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
 ])
 def test_mistakes_are_refused_with_a_clear_message(override, message):
     with pytest.raises(FacegenError, match=message):
-        load_config("ddpm-tiny32", [override])
+        load_config("ddpm-tiny32-v", [override])
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -52,7 +52,7 @@ def test_unknown_preset_lists_the_known_ones():
 
 
 def test_batch_size_is_global_and_must_split_evenly():
-    cfg = load_config("ddpm-tiny32", ["batch_size=32", "grad_accum=2"])
+    cfg = load_config("ddpm-tiny32-v", ["batch_size=32", "grad_accum=2"])
     assert per_process_batch(cfg, world_size=1) == 16
     assert per_process_batch(cfg, world_size=4) == 4
     with pytest.raises(FacegenError, match="multiple of 6"):
@@ -61,7 +61,7 @@ def test_batch_size_is_global_and_must_split_evenly():
 
 def test_a_bare_no_for_mixed_precision_means_no():
     # YAML 1.1 reads `no` as false; `mixed_precision=no` is what everyone types
-    assert load_config("ddpm-tiny32", ["mixed_precision=no"])["mixed_precision"] == "no"
+    assert load_config("ddpm-tiny32-v", ["mixed_precision=no"])["mixed_precision"] == "no"
 
 
 # ---- issue 18: values are checked before any work, through the CLI ------------------------
@@ -187,7 +187,7 @@ def test_every_family_refuses_values_out_of_range_naming_key_range_and_value(fam
 @pytest.mark.parametrize("override", ["seed=4294967296", "seed=1.5", "ema.power=0", "ema.inv_gamma=-1", "ema.update_after_step=-1"])
 def test_common_values_out_of_range_are_refused(override):
     with pytest.raises(FacegenError, match=override.split("=")[0] + " must be"):
-        load_config("ddpm-tiny32", [override])
+        load_config("ddpm-tiny32-v", [override])
 
 
 def test_every_preset_is_in_range():
@@ -196,7 +196,7 @@ def test_every_preset_is_in_range():
 
 
 def test_the_edges_of_the_ranges_are_allowed():
-    load_config("ddpm-tiny32", ["seed=0", "model.dropout=0", "model.snr_gamma=null", "model.num_train_timesteps=25", "model.sample_steps=25",
+    load_config("ddpm-tiny32-v", ["seed=0", "model.dropout=0", "model.snr_gamma=null", "model.num_train_timesteps=25", "model.sample_steps=25",
                                 "sample_options={sampler: ddim, steps: 25, eta: 1.0, psi: 1}"])
     load_config({"family": "gan"}, ["model.gp_lambda=0", "model.clip=0.01", "sample_options={psi: 0.5}"])
     load_config({"family": "sd"}, ["model.lora_rank=0", "model.guidance_scale=1", "sample_options={prompt: a face, negative_prompt: ''}"])
@@ -238,15 +238,15 @@ def test_a_wrong_kind_of_value_quotes_the_presets_value_not_the_global_default()
     from facegen.config import DEFAULTS, load_config
     from facegen.utils import FacegenError
 
-    preset_lr = load_config("ddpm-tiny32")["lr"]
+    preset_lr = load_config("ddpm-tiny32-v")["lr"]
     assert preset_lr != DEFAULTS["lr"]
     with pytest.raises(FacegenError, match=rf"lr must be a number \(like the preset {preset_lr!r}\), got 'abc'"):
-        load_config("ddpm-tiny32", ["lr=abc"])
+        load_config("ddpm-tiny32-v", ["lr=abc"])
 
 
 def refused_in_one_line(facegen, tmp_path, override: str, message: str) -> None:
     """`facegen train` with a bad override: exit 2, one `error:` line with `message`, no traceback, no run."""
-    done = facegen("train", "ddpm-tiny32", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
+    done = facegen("train", "ddpm-tiny32-v", "--data", tmp_path / "no-store", "--out", tmp_path / "run", override)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ddpm-tiny32-v: ") and message in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()

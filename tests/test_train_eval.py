@@ -66,13 +66,13 @@ def loss_rows(rows: list[dict]) -> list[dict]:
 def evaluated_run(store16, feature_cache, one_torch_thread, tmp_path_factory):
     """5 steps with an evaluation every 2 steps (and at the last)."""
     run = tmp_path_factory.mktemp("runs") / "evaluated"
-    train("ddpm-tiny32", store16, run, TINY + EVAL, steps=5)
+    train("ddpm-tiny32-v", store16, run, TINY + EVAL, steps=5)
     return run
 
 
 def test_eval_rows_and_plot_and_the_training_is_untouched(store16, evaluated_run, tmp_path):
     plain = tmp_path / "plain"
-    train("ddpm-tiny32", store16, plain, TINY + ["checkpoint_every=2"], steps=5)
+    train("ddpm-tiny32-v", store16, plain, TINY + ["checkpoint_every=2"], steps=5)
 
     rows = read_rows(evaluated_run)
     evals = [r for r in rows if "kid" in r]
@@ -94,8 +94,8 @@ def test_eval_rows_and_plot_and_the_training_is_untouched(store16, evaluated_run
 
 def test_a_resumed_run_continues_the_same_eval_log(store16, evaluated_run, tmp_path):
     split = tmp_path / "split"
-    train("ddpm-tiny32", store16, split, TINY + EVAL, steps=2)
-    train("ddpm-tiny32", store16, split, [], steps=5, resume=True)
+    train("ddpm-tiny32-v", store16, split, TINY + EVAL, steps=2)
+    train("ddpm-tiny32-v", store16, split, [], steps=5, resume=True)
     whole_evals = [r for r in read_rows(evaluated_run) if "kid" in r]
     split_evals = [r for r in read_rows(split) if "kid" in r]
     assert [r["step"] for r in split_evals] == [2, 4, 5]  # step 2 once: the resumed invocation does not redo it
@@ -114,14 +114,14 @@ def test_a_run_out_of_time_evaluates_the_weights_it_exports(store16, tmp_path, m
     clock = SimpleNamespace(monotonic=lambda: 60.0 * next(ticks), perf_counter=real_time.perf_counter, time=real_time.time)
     monkeypatch.setattr(train_module, "time", clock)
     run = tmp_path / "timed"
-    train("ddpm-tiny32", store16, run, TINY + ["time_limit=2.5", "eval_every=100", "eval_samples=4"], steps=50)
+    train("ddpm-tiny32-v", store16, run, TINY + ["time_limit=2.5", "eval_every=100", "eval_samples=4"], steps=50)
     stopped = json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step"]
     assert 1 <= stopped < 50
     assert [r["step"] for r in read_rows(run) if "kid" in r] == [stopped]  # not a multiple of 100, evaluated all the same
 
 
 def test_the_same_weights_and_seeds_give_the_same_kid(store16, tmp_path):
-    cfg = load_config("ddpm-tiny32", TINY + ["eval_every=1", "eval_samples=4"])
+    cfg = load_config("ddpm-tiny32-v", TINY + ["eval_every=1", "eval_samples=4"])
     cfg |= {"name": "det", "data": str(store16)}
     loop = Loop(cfg, FaceStore(store16), tmp_path / "run", resume=False)
     rng, weights = torch.get_rng_state(), {k: v.clone() for k, v in loop.nets["unet"].state_dict().items()}
@@ -152,17 +152,17 @@ def test_gan_evaluates_with_its_ema_generator(tmp_path):
 ])
 def test_bad_eval_values_are_refused(override, message):
     with pytest.raises(FacegenError, match=message):
-        load_config("ddpm-tiny32", [override])
+        load_config("ddpm-tiny32-v", [override])
 
 
 def test_eval_without_a_holdout_is_refused_before_training(tmp_path):
     store = blob_store(tmp_path / "no-holdout", 16, train=8, holdout=0)
     run = tmp_path / "run"
     with pytest.raises(FacegenError, match=r"eval_every=2 .* has 0; prepare the store with --holdout N .* or set eval_every=0"):
-        train("ddpm-tiny32", store, run, TINY + EVAL, steps=2)
+        train("ddpm-tiny32-v", store, run, TINY + EVAL, steps=2)
     assert not run.exists()  # nothing trained, nothing written
     with pytest.raises(FacegenError, match="eval_every=2"):
-        train("ddpm-tiny32", store, run, TINY + EVAL, dry_run=True)
+        train("ddpm-tiny32-v", store, run, TINY + EVAL, dry_run=True)
 
 
 def test_kid_from_whole_kernels_equals_kid_from_each_subset(monkeypatch):

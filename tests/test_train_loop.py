@@ -41,9 +41,9 @@ def net_weights(checkpoint) -> dict:
 
 def test_resume_continues_the_exact_trajectory(store16, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    train("ddpm-tiny32", store16, whole, TINY + ["checkpoint_every=2"], steps=4)
-    train("ddpm-tiny32", store16, split, TINY + ["checkpoint_every=2"], steps=2)
-    train("ddpm-tiny32", store16, split, [], steps=4, resume=True)
+    train("ddpm-tiny32-v", store16, whole, TINY + ["checkpoint_every=2"], steps=4)
+    train("ddpm-tiny32-v", store16, split, TINY + ["checkpoint_every=2"], steps=2)
+    train("ddpm-tiny32-v", store16, split, [], steps=4, resume=True)
 
     a, b = latest_checkpoint(whole / "checkpoints"), latest_checkpoint(split / "checkpoints")
     assert json.loads((b / "state.json").read_text())["step"] == 4
@@ -71,7 +71,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store16, tmp_path, mo
     monkeypatch.setattr(DenoisingLoss, "__call__", poisoned)
     run = tmp_path / "run"
     with pytest.raises(Diverged, match=r"loss became loss=nan.*last good checkpoint is .*step-000002"):
-        train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=2"], steps=6)
+        train("ddpm-tiny32-v", store16, run, TINY + ["checkpoint_every=2"], steps=6)
     assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [2]
     assert not (run / "model").exists()
     weights = net_weights(latest_checkpoint(run / "checkpoints"))
@@ -91,7 +91,7 @@ def test_ctrl_c_saves_a_checkpoint_then_stops(store16, tmp_path, monkeypatch):
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in the background
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=100"], steps=10)
+        train("ddpm-tiny32-v", store16, run, TINY + ["checkpoint_every=100"], steps=10)
     assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [2]
     assert signal.getsignal(signal.SIGINT) is handler_before  # the handler is given back
 
@@ -167,7 +167,7 @@ def test_time_limit_ends_like_a_finished_run_and_resumes(store16, tmp_path, monk
     clock = SimpleNamespace(monotonic=lambda: 60.0 * next(ticks), perf_counter=real_time.perf_counter, time=real_time.time)
     monkeypatch.setattr(train_module, "time", clock)   # only the loop's clock; progress bars keep the real one
     run = tmp_path / "timed"
-    train("ddpm-tiny32", store16, run, TINY + ["time_limit=2.5", "checkpoint_every=100", "log_every=7"], steps=50)
+    train("ddpm-tiny32-v", store16, run, TINY + ["time_limit=2.5", "checkpoint_every=100", "log_every=7"], steps=50)
     state = json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())
     assert 1 <= state["step"] < 50                      # stopped early, by the clock
     assert (run / "model" / "facegen.json").is_file()     # and exported like a finished run
@@ -175,7 +175,7 @@ def test_time_limit_ends_like_a_finished_run_and_resumes(store16, tmp_path, monk
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == state["step"]            # the last step is logged, whatever log_every
     monkeypatch.undo()
-    train("ddpm-tiny32", store16, run, ["time_limit=null"], steps=state["step"] + 2, resume=True)
+    train("ddpm-tiny32-v", store16, run, ["time_limit=null"], steps=state["step"] + 2, resume=True)
     assert json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step"] == state["step"] + 2
 
 
@@ -183,18 +183,18 @@ def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store
     from facegen.utils import FacegenError
 
     run = tmp_path / "run"
-    train("ddpm-tiny32", store16, run, TINY + ["checkpoint_every=2", "lr=2e-4"], steps=2)
+    train("ddpm-tiny32-v", store16, run, TINY + ["checkpoint_every=2", "lr=2e-4"], steps=2)
     original = (run / "config.yaml").read_text()
     assert "prediction_type: v_prediction" in original
     for change, key in (("model.prediction_type=epsilon", "model.prediction_type"), ("model.layers_per_block=2", "model.layers_per_block"),
                         ("ema.decay=0.5", "ema.decay"), ("hflip=false", "hflip"), ("seed=3", "seed")):
         with pytest.raises(FacegenError, match=rf"trained with {key}=.*--resume continues that model: {key}=.* is refused; train into another --out"):
-            train("ddpm-tiny32", store16, run, [change], steps=4, resume=True)
+            train("ddpm-tiny32-v", store16, run, [change], steps=4, resume=True)
     assert (run / "config.yaml").read_text() == original and not (run / "resumes.jsonl").exists()
 
     # schedule keys change: recorded with the step they start at; config.yaml keeps the start's values
-    train("ddpm-tiny32", store16, run, ["lr=1e-4"], steps=4, resume=True)
-    train("ddpm-tiny32", store16, run, [], steps=6, resume=True)
+    train("ddpm-tiny32-v", store16, run, ["lr=1e-4"], steps=4, resume=True)
+    train("ddpm-tiny32-v", store16, run, [], steps=6, resume=True)
     assert (run / "config.yaml").read_text() == original
     history = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
     assert [(h["step"], h["checkpoint"]) for h in history] == [(2, "step-000002"), (4, "step-000004")]
@@ -205,7 +205,7 @@ def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store
 
     model = (run / "model" / "facegen.json").stat().st_mtime_ns
     with pytest.raises(FacegenError, match=r"already at step 6 \(checkpoint step-000006\); pass --steps N with N > 6"):
-        train("ddpm-tiny32", store16, run, [], steps=5, resume=True)
+        train("ddpm-tiny32-v", store16, run, [], steps=5, resume=True)
     assert (run / "model" / "facegen.json").stat().st_mtime_ns == model  # nothing trained, nothing exported
 
 
@@ -213,7 +213,7 @@ def test_grids_and_checkpoints_between_log_steps(store16, tmp_path):
     """Cadences need not be multiples of log_every: a checkpoint at step 3 and a grid at step 5
     with logs every 4 steps (the loop once read the log row at every cadence)."""
     run = tmp_path / "run"
-    train("ddpm-tiny32", store16, run, [*TINY, "log_every=4", "checkpoint_every=3", "sample_every=5", "keep_checkpoints=5"], steps=6)
+    train("ddpm-tiny32-v", store16, run, [*TINY, "log_every=4", "checkpoint_every=3", "sample_every=5", "keep_checkpoints=5"], steps=6)
     assert [step for step, _ in list_checkpoints(run / "checkpoints")] == [3, 6]
     assert (run / "samples" / "step-000005.png").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
