@@ -27,10 +27,9 @@ from pathlib import Path
 
 from facegen import sample
 from facegen.data.store import FaceStore
-from facegen.metrics.fid import fid_from_features
 from facegen.metrics.inception import extract_features, store_features
-from facegen.metrics.kid import kernel_distance
-from facegen.utils import make_grid, save_png
+from facegen.metrics.registry import measure
+from facegen.utils import atomic_write_json, make_grid, save_png
 
 
 def parse_setting(text: str) -> dict:
@@ -53,15 +52,16 @@ def main() -> None:
 
     generator = sample.load_generator(args.run, "cpu")
     model_config = dict(generator.scheduler_config)
+    family_options = dict(generator.scheduler_options)
     store = FaceStore(args.ref)
     reference = store_features(store, "holdout", args.n, spread=True)
     seeds = list(range(args.n))
     rows = []
     for text in args.settings:
         setting = parse_setting(text)
-        generator.scheduler_options = {**generator.scheduler_options, "timestep_spacing": setting.get("spacing", "trailing")}
-        clip = bool(int(setting["clip"])) if "clip" in setting else model_config.get("clip_sample", True)
-        generator.scheduler_config = {**model_config, "clip_sample": clip}
+        clip = bool(int(setting["clip"])) if "clip" in setting else family_options.get("clip_sample", model_config.get("clip_sample", True))
+        # clamping goes in the family's options: a latent family forces clip_sample off there, over the config
+        generator.scheduler_options = {**family_options, "timestep_spacing": setting.get("spacing", "trailing"), "clip_sample": clip}
         steps = int(setting.get("steps", generator.default_steps))
         started = time.perf_counter()
         images = sample.generate(generator, seeds, batch_size=50, sampler="ddim", steps=steps)
@@ -70,9 +70,11 @@ def main() -> None:
             save_png(grid, make_grid(images[:16], nrow=8))
             row_grid = grid.as_posix()
         features = extract_features(images, progress=False)
-        kid, kid_std = kernel_distance(features, reference)
+        # the one metric registry (facegen eval's KID and FID); FID without its bootstrap interval here
+        scores = measure(["kid", "fid"], features, reference, fid={"bootstrap_rounds": 0})
         row = {"setting": text, "steps": steps, "spacing": setting.get("spacing", "trailing"), "clip_sample": clip,
-               "kid": kid, "kid_std": kid_std, "fid": fid_from_features(features, reference),
+               "kid": scores["kid"]["value"], "kid_std": scores["kid"]["std"], "fid": scores["fid"]["value"],
+               "protocol": {name: {k: v for k, v in entry.items() if k not in ("value", "std")} for name, entry in scores.items()},
                "seconds": round(time.perf_counter() - started, 1)}
         if args.grids:
             row["grid"] = row_grid
@@ -88,7 +90,7 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 
