@@ -304,3 +304,38 @@ def test_the_morph_of_a_style_generator_walks_a_straight_line_in_w(style_gen, ps
     z = style_gen.initial_noise([21, 22])
     z_walk = to_uint8(style_gen.decode(slerp(z[0], z[1], torch.linspace(0, 1, 5)), psi=psi))
     assert not np.array_equal(z_walk[1:-1], frames[1:-1])
+
+
+def test_projection_audit_of_held_out_faces(style_run, style_gen, celeba_store32, tmp_path):
+    """scripts/projection_audit.py (issue 28's 16-face audit) on 2 faces and 6 random samples: its
+    PSNRs are those of the files it wrote, its nearest sample is the pixel-nearest seed, and its
+    same-person calls follow dlib's 0.6 threshold."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out, folder, picture = tmp_path / "audit.json", tmp_path / "projections", tmp_path / "audit.png"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "projection_audit.py"), str(style_run), "--ref", str(celeba_store32.path),
+                           "--faces", "2", "--randoms", "6", "--steps", "3", "--distance", "pixels", "--out", str(out),
+                           "--folder", str(folder), "--picture", str(picture)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["command"].startswith("python ") and "projection_audit.py" in record["command"]
+    assert record["weights_sha256"] == sample.weights_hash(style_gen) and record["store"] == celeba_store32.content_hash
+    rows = celeba_store32.subset_rows("holdout", 2)
+    assert [f["holdout_row"] for f in record["per_face"]] == [int(r) for r in rows]
+    samples = sample.generate(style_gen, list(range(6)), batch_size=50, psi=1.0)
+    for face, real in zip(record["per_face"], np.asarray(celeba_store32.subset("holdout", 2))):
+        made = png(folder / f"holdout-{face['holdout_row']:06d}" / "projected.png")
+        mse = np.mean(((made.astype(float) - real.astype(float)) / 255) ** 2)
+        assert face["psnr_projection_db"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+        pixel_mse = ((samples.astype(np.float32) - real.astype(np.float32)) ** 2).reshape(6, -1).mean(1)
+        assert face["pixel_nearest_seed"] == int(pixel_mse.argmin())
+        for key in ("projection", "nearest_random"):
+            if face.get(f"same_{key}") is not None:
+                assert face[f"same_{key}"] == (face[f"distance_{key}"] < 0.6)
+    assert record["random_samples"]["n"] == 6 and record["projection"]["steps"] == 3
+    assert png(picture).shape[0] > 3 * 32 and png(picture).shape[1] >= 2 * 32       # three rows of two faces

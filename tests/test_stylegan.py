@@ -302,6 +302,34 @@ def test_rpgan_loss_in_both_phases_with_r1_and_r2_against_hand_computation():
     assert G.images.grad is not None and torch.count_nonzero(G.images.grad) > 0
 
 
+def test_lazy_r1_regularises_every_nth_d_step_with_n_times_the_weight_and_resumes_its_count():
+    torch.manual_seed(0)
+    shape = (3, 8, 8)
+    real, fake = torch.randn(4, *shape), torch.randn(4, *shape)
+    D, G = LinearCritic(shape), FixedG(fake.clone())
+    D.register_buffer("reg_clock", torch.zeros([], dtype=torch.long))     # as GanFamily.build adds it
+    gamma, every = 0.3, 4
+    lazy, eager = L.GanLoss("nonsaturating", z_dim=4, r1_gamma=gamma, r1_every=every), L.GanLoss("nonsaturating", z_dim=4)
+    with torch.no_grad():
+        plain = eager("D", {"G": G, "D": D}, real)[0]
+        norm2 = D.w.square().sum()
+    seen = []
+    for call in range(6):
+        value, logs = lazy("D", {"G": G, "D": D}, real)
+        seen.append("r1" in logs)
+        want = plain + (every * gamma / 2 * norm2 if call % every == 0 else 0)
+        torch.testing.assert_close(value.detach(), want)
+        if "r1" in logs:
+            torch.testing.assert_close(logs["r1"], every * norm2)   # a log row's mean over its steps is R1's mean
+    assert seen == [True, False, False, False, True, False] and D.reg_clock.item() == 6
+    # A new process (a resumed run) reads the count from D: calls 6 and 7 are lazy, call 8 regularises.
+    resumed = L.GanLoss("nonsaturating", z_dim=4, r1_gamma=gamma, r1_every=every)
+    assert ["r1" in resumed("D", {"G": G, "D": D}, real)[1] for _ in range(3)] == [False, False, True] and D.reg_clock.item() == 9
+    # The family gives D the buffer only when asked, so older checkpoints load as they are.
+    assert "reg_clock" in dict(FAMILY.build({"model": {**STYLE, "r1_gamma": 1.0, "r1_every": 16}}, 32).nets["D"].named_buffers())
+    assert "reg_clock" not in dict(FAMILY.build({"model": {**STYLE, "r1_gamma": 1.0}}, 32).nets["D"].named_buffers())
+
+
 def test_r2_penalty_is_r1_at_the_fakes():
     torch.manual_seed(0)
     D = LinearCritic((3, 4, 4))
@@ -408,6 +436,8 @@ def test_bad_style_builds_are_one_line_errors(model, resolution, message):
     (["model.pl_weight=-0.5"], "model.pl_weight must be a number >= 0"),
     (["model.mapping_layers=0"], "model.mapping_layers must be a positive integer, got 0"),
     (["model.w_dim=2.5"], "model.w_dim must be a positive integer or null, got 2.5"),
+    (["model.r1_every=0"], "model.r1_every must be a positive integer, got 0"),
+    (["model.r1_every=16"], "model.r1_every=16 spaces out R1/R2, but both are off: set model.r1_gamma"),
 ])
 def test_bad_config_values_are_one_line_errors(overrides, message):
     with pytest.raises(FacegenError) as refused:
@@ -419,8 +449,9 @@ def test_presets_resolve():
     tiny, r3 = load_config("stylegan-tiny32"), load_config("stylegan-r3gan-tiny32")
     assert tiny["model"]["g_arch"] == tiny["model"]["d_arch"] == "style" and tiny["model"]["objective"] == "nonsaturating"
     assert r3["model"]["objective"] == "rpgan" and r3["model"]["r1_gamma"] == r3["model"]["r2_gamma"] > 0
-    assert {k: v for k, v in r3["model"].items() if k not in ("objective", "r2_gamma")} == \
-        {k: v for k, v in tiny["model"].items() if k not in ("objective", "r2_gamma")}      # the same nets
+    assert tiny["model"]["r1_every"] == 16 and r3["model"]["r1_every"] == 1       # StyleGAN2's lazy R1; R3GAN's every step
+    assert {k: v for k, v in r3["model"].items() if k not in ("objective", "r2_gamma", "r1_every")} == \
+        {k: v for k, v in tiny["model"].items() if k not in ("objective", "r2_gamma", "r1_every")}      # the same nets
     for name, size in (("stylegan-ffhq64-gpu", 64), ("stylegan-ffhq128-gpu", 128)):
         cfg = load_config(name)
         assert cfg["resolution"] == size and cfg["mixed_precision"] == "auto" and cfg["model"]["mapping_layers"] == 8
@@ -429,11 +460,12 @@ def test_presets_resolve():
 # ---- the presets end to end --------------------------------------------------------------
 
 # Narrow nets and few images per step; the r3gan run also mixes styles and regularises path
-# length, so their randomness and the pl_mean buffer must resume exactly too.
+# length, so their randomness and the pl_mean buffer must resume exactly too; the other runs
+# lazy R1 every 2nd D step, so the resumed step 3 regularises only if D's reg_clock came back.
 FAST = ["model.g_channels=32", "model.g_min_channels=8", "model.d_channels=8", "model.d_max_channels=32", "model.z_dim=16",
         "model.w_dim=null", "batch_size=8", "log_every=1", "tensorboard=false", "sample_seeds=0-3", "sample_every=100",
         "checkpoint_every=2", "threads=1"]
-EXTRA = {"stylegan-tiny32": [], "stylegan-r3gan-tiny32": ["model.style_mixing=0.5", "model.pl_weight=2"]}
+EXTRA = {"stylegan-tiny32": ["model.r1_every=2"], "stylegan-r3gan-tiny32": ["model.style_mixing=0.5", "model.pl_weight=2"]}
 
 
 def weights(checkpoint, net):

@@ -107,7 +107,7 @@ def _psi(value: float) -> float:
 # names its parameter with one of these types (the GAN-only --truncation: sample and eval).
 Sampler = Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddim, dpm++, unipc, ddpm, pndm or euler-a (objective ddpm); heun, edm-dpm++ or edm-euler (objective edm); default: the model's.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=10000, help="Sampling steps per face (fewer = faster); default: the model's.")]
-Truncation = Annotated[float, typer.Option("--truncation", metavar="PSI", callback=_psi, help="GAN: pull z toward its mean, z' = PSI * z, 0 < PSI <= 1 (1 = off): fewer odd faces, less variety; the same seed stays the same face.")]
+Truncation = Annotated[float, typer.Option("--truncation", metavar="PSI", callback=_psi, help="GAN: 0 < PSI <= 1 (1 = off). A style G pulls w toward its tracked average, w' = w_avg + PSI (w - w_avg); others scale z (weaker). Fewer odd faces, less variety; the same seed stays the same face.")]
 GuidanceScale = Annotated[Optional[float], typer.Option("--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5).")]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", help="Stable Diffusion: the prompt; default: the training prompt.")]
 NegativePrompt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty).")]

@@ -59,6 +59,7 @@ class GanOptions(FamilyOptions):
     gp_lambda: float = 0.0            # WGAN-GP gradient penalty weight; 0 = off
     r1_gamma: float = 0.0             # R1 penalty weight (on reals); 0 = off
     r2_gamma: float = 0.0             # R2 penalty weight (the same on fakes; R3GAN: = r1_gamma); 0 = off
+    r1_every: int = 1                 # lazy regularisation: R1/R2 on every N-th D step, weighted by N (StyleGAN2: 16)
     style_mixing: float = 0.0         # style G: probability a fake takes a second z's w from a random layer on
     pl_weight: float = 0.0            # style G: path-length regularisation weight (StyleGAN2: 2); 0 = off
     l2_lambda: float = 0.0            # L2 weight penalty on G and D; 0 = off
@@ -66,7 +67,7 @@ class GanOptions(FamilyOptions):
     diverge_above: float | None = None  # stop when |loss_D| exceeds this; None = no bound
 
     RANGES: ClassVar[dict] = {
-        **{key: integer() for key in ("z_dim", "g_channels", "g_min_channels", "d_channels", "d_max_channels", "n_critic", "mapping_layers")},
+        **{key: integer() for key in ("z_dim", "g_channels", "g_min_channels", "d_channels", "d_max_channels", "n_critic", "mapping_layers", "r1_every")},
         "w_dim": integer(optional=True),
         **{key: number("> 0", optional=True) for key in ("g_lr", "d_lr", "clip", "diverge_above")},
         **{key: number(">= 0") for key in ("gp_lambda", "r1_gamma", "r2_gamma", "l2_lambda", "pl_weight")},
@@ -79,6 +80,8 @@ class GanOptions(FamilyOptions):
         for key in ("style_mixing", "pl_weight"):   # they would silently do nothing on another G
             if getattr(self, key) and self.g_arch != "style":
                 raise FacegenError(f"model.{key} is an option of the style generator: set model.g_arch=style or model.{key}=0")
+        if self.r1_every > 1 and not (self.r1_gamma or self.r2_gamma):
+            raise FacegenError(f"model.r1_every={self.r1_every} spaces out R1/R2, but both are off: set model.r1_gamma (or model.r2_gamma) or model.r1_every=1")
         if self.l2_lambda and "style" in (self.g_arch, self.d_arch):
             raise FacegenError("model.l2_lambda weighs plain conv/linear weights and the style nets have none (equalized lr): "
                                "set model.l2_lambda=0")
@@ -103,9 +106,12 @@ class GanFamily:
             D = make_discriminator(o.d_arch, resolution, o.d_channels, o.d_max_channels, o.d_norm, o.spectral_norm)
             loss = GanLoss(o.objective, o.z_dim, o.gp_lambda, o.r1_gamma, o.l2_lambda,
                            diff_augment(o.augment) if o.augment else None, r2_gamma=o.r2_gamma,
-                           num_ws=getattr(G, "num_ws", 0), style_mixing=o.style_mixing, pl_weight=o.pl_weight)
+                           num_ws=getattr(G, "num_ws", 0), style_mixing=o.style_mixing, pl_weight=o.pl_weight,
+                           r1_every=o.r1_every)
         except ValueError as e:
             raise FacegenError(f"gan config: {e}") from None
+        if o.r1_every > 1:  # which D steps regularise: a buffer, so checkpoints (and exact resumes) carry it
+            D.register_buffer("reg_clock", torch.zeros([], dtype=torch.long))
         # A phase whose loss differentiates a gradient (WGAN-GP, R1, R2, path length) is not compiled (see Phase).
         phases = [
             Phase("D", ["D"], self._optimizer(o, cfg, D.parameters(), o.d_lr), repeats=o.n_critic,

@@ -126,6 +126,7 @@ class GanLoss:
         style_mixing: float = 0.0,        # style G: probability that a fake mixes two z's w
         pl_weight: float = 0.0,           # style G: path-length penalty weight (StyleGAN2: 2); 0 = off
         pl_decay: float = 0.01,           # how fast the path-length target follows the lengths
+        r1_every: int = 1,                # lazy regularisation: R1/R2 every N-th D step, weighted by N
     ):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown GAN objective {objective!r}; use one of {OBJECTIVES}")
@@ -135,6 +136,24 @@ class GanLoss:
         self.gp_lambda, self.r1_gamma, self.r2_gamma, self.l2_lambda = gp_lambda, r1_gamma, r2_gamma, l2_lambda
         self.num_ws, self.style_mixing, self.pl_weight, self.pl_decay = num_ws, style_mixing, pl_weight, pl_decay
         self.augment = augment or (lambda x: x)
+        if r1_every < 1:
+            raise ValueError(f"r1_every must be >= 1, got {r1_every}")
+        self.r1_every, self._clock = r1_every, None
+
+    def regularise_now(self, D: nn.Module) -> bool:
+        """Whether this D step computes R1/R2 (StyleGAN2's lazy regularisation: every r1_every-th
+        step, its weight times r1_every, so the penalty's average pull is unchanged at a fraction
+        of the double backwards). The count lives in D's `reg_clock` buffer, read once per
+        process: a resumed run regularises at the same steps as an unbroken one."""
+        if self.r1_every == 1:
+            return True
+        clock = getattr(D, "module", D).reg_clock
+        if self._clock is None:
+            self._clock = int(clock)
+        now = self._clock % self.r1_every == 0
+        self._clock += 1
+        clock.add_(1)
+        return now
 
     def fakes(self, G: nn.Module, z: torch.Tensor, return_ws: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """G's images of z, and the ws that made them when asked (a style G only). With style
@@ -175,8 +194,10 @@ class GanLoss:
             return self._with_l2(loss, G, logs, "G"), logs
         with torch.no_grad():
             fake = self.fakes(G, z)[0]
-        images = images.detach().requires_grad_(self.r1_gamma > 0)   # R1 differentiates D(x) by x
-        fake = fake.requires_grad_(self.r2_gamma > 0)                # and R2 D(G(z)) by G(z)
+        regularise = (self.r1_gamma or self.r2_gamma) and self.regularise_now(D)
+        r1_gamma, r2_gamma = (self.r1_gamma * self.r1_every, self.r2_gamma * self.r1_every) if regularise else (0, 0)
+        images = images.detach().requires_grad_(r1_gamma > 0)   # R1 differentiates D(x) by x
+        fake = fake.requires_grad_(r2_gamma > 0)                # and R2 D(G(z)) by G(z)
         real_score, fake_score = D(self.augment(images)), D(self.augment(fake))
         loss = {"nonsaturating": d_nonsaturating, "wgan": wgan_critic, "hinge": hinge_critic,
                 "rpgan": d_relativistic}[self.objective](real_score, fake_score)
@@ -187,12 +208,13 @@ class GanLoss:
         if self.gp_lambda:
             gp = gradient_penalty(D, images, fake)
             loss, logs["gp"] = loss + self.gp_lambda * gp, gp.detach().mean()
-        if self.r1_gamma:
+        # Lazy steps log r1/r2 times r1_every, so a log row's average over its steps is the penalty's mean.
+        if r1_gamma:
             r1 = r1_penalty(real_score, images)
-            loss, logs["r1"] = loss + self.r1_gamma / 2 * r1, r1.detach().mean()
-        if self.r2_gamma:
+            loss, logs["r1"] = loss + r1_gamma / 2 * r1, r1.detach().mean() * self.r1_every
+        if r2_gamma:
             r2 = r2_penalty(fake_score, fake)
-            loss, logs["r2"] = loss + self.r2_gamma / 2 * r2, r2.detach().mean()
+            loss, logs["r2"] = loss + r2_gamma / 2 * r2, r2.detach().mean() * self.r1_every
         return self._with_l2(loss, D, logs, "D"), logs
 
     def _with_l2(self, loss: torch.Tensor, net: nn.Module, logs: dict, name: str) -> torch.Tensor:
