@@ -91,8 +91,9 @@ def test_an_empty_seed_range_is_refused(tiny_gan_model, facegen, tmp_path):
 
 @pytest.mark.parametrize("args, option", [(["sample", "{gan}", "--n", "1", "--out", "{tmp}/f", "--truncation", "2"], "--truncation"),
                                           (["serve", "{gan}", "--port", "80000"], "--port"),
+                                          (["serve", "{gan}", "--truncation", "0"], "--truncation"),
                                           (["sample", "{gan}", "--n", "0", "--out", "{tmp}/f"], "--n")],
-                         ids=["truncation", "port", "n"])
+                         ids=["truncation", "port", "serve-truncation", "n"])
 def test_values_out_of_range_are_one_line(args, option, tiny_gan_model, facegen, tmp_path):
     line = one_error_line(facegen(*[a.format(gan=tiny_gan_model, tmp=tmp_path) for a in args]))
     assert f"'{option}'" in line and "╭" not in line

@@ -74,7 +74,8 @@ def test_eval_summary_prints_one_number_format():
     figures = [re.findall(r"^\S+(?: \S+)?\s+(-?\d+\.\d+)  \(", line) for line in lines[1:]]
     assert all(len(f) == 1 and re.fullmatch(r"-?\d+\.\d{4}", f[0]) for f in figures), lines
     assert any("106.1234" in line for line in lines) and any("0.0424" in line for line in lines)
-    assert any(line.startswith("uniqueness") and "0.2500" in line for line in lines)
+    assert any(line.startswith("uniqueness") and "0.2500" in line and "share of the 3 of 16 samples with a face found" in line
+               for line in lines)
 
 
 def test_eval_summary_leaves_out_what_was_not_measured_and_says_why():

@@ -256,6 +256,26 @@ def test_page_carries_the_models_side_and_its_truncation(client):
     assert " hidden" not in slider.split(">")[0] and 'value="1"' in slider
 
 
+def test_serve_truncation_sets_the_psi_of_requests_naming_none(client, generator):
+    """`facegen serve --truncation 0.7`: a plain /face.png is the psi-0.7 face, the page's slider
+    starts there, and the model tag (so every cached URL) differs from the server's without it."""
+    import copy
+
+    from facegen.utils import FacegenError
+
+    with TestClient(create_app(generator, psi=0.7)) as c:
+        plain, named = c.get("/face.png?seed=3"), c.get("/face.png?seed=3&psi=0.7")
+        page, tag = c.get("/").text, c.get("/info").json()["model_tag"]
+    assert plain.content == named.content != client.get("/face.png?seed=3").content   # the default (psi 1) differs
+    assert 'data-psi="0.7"' in page and tag != client.get("/info").json()["model_tag"]
+    with pytest.raises(FacegenError, match=r"truncation psi 1\.5 is out of range"):
+        create_app(generator, psi=1.5)
+    diffusion = copy.copy(generator)
+    diffusion.truncation, diffusion.family = False, "ddpm"
+    with pytest.raises(FacegenError, match="a ddpm model has no truncation .*; drop --truncation"):
+        create_app(diffusion, psi=0.7)
+
+
 def test_the_cache_keeps_to_its_byte_budget():
     from facegen.serve.app import LRUCache
 

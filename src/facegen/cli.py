@@ -437,7 +437,9 @@ def _eval_lines(result: dict) -> list[str]:
                 rows.append((f"copies {space}", mem[space]["copy_share"], "share of samples"))
         ident = mem.get("identity", {})
         if number(ident.get("uniqueness")):
-            rows.append(("uniqueness", ident["uniqueness"], "identity: share of samples"))
+            # dlib finds few faces in small pictures: say on how many samples the share stands
+            rows.append(("uniqueness", ident["uniqueness"], f"identity: share of the {ident.get('faces_generated', 0)} of "
+                                                            f"{ident.get('n_generated', 0)} samples with a face found{px}"))
         else:
             skipped.append(f"identity uniqueness: faces found in {ident.get('faces_generated', 0)} of "
                            f"{ident.get('n_generated', 0)} generated and {ident.get('faces_train', 0)} of "
@@ -575,6 +577,8 @@ def serve_command(
     max_batch: int = typer.Option(8, "--max-batch", min=1, max=256, help="Most faces generated together in one batch."),
     window_ms: float = typer.Option(10.0, "--window-ms", min=0, max=1000, help="How long a request waits for others to share its batch."),
     queue: int = typer.Option(64, min=1, max=10000, help="Most waiting requests; beyond it the server answers 503 with Retry-After."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", metavar="PSI", callback=lambda v: v if v is None else _psi(v),
+                                               help="GAN: the psi of requests that name none, and where the page's slider starts; default: the model's recommended psi (facegen.json), else 1."),
 ) -> None:
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
@@ -590,12 +594,15 @@ def serve_command(
         facegen serve runs/tiny32 --steps 25 --sampler ddim
 
         facegen serve runs/gan64 --host 0.0.0.0 --port 8080 --max-batch 32
+
+        facegen serve runs/stylegan32 --truncation 0.7
     """
     from facegen.serve.server import serve
 
     if run is None or Path(run).exists():  # a missing folder gets serve's own line
         _check_sampling(run, sampler, steps)
-    serve(run, host=host, port=port, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue)
+    serve(run, host=host, port=port, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue,
+          psi=truncation)
 
 
 # ---- demo ------------------------------------------------------------------------------

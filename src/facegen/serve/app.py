@@ -90,15 +90,24 @@ def create_app(
     window_ms: float = 10.0,                        # how long a request waits for others to batch with
     queue_size: int = 64,                           # most requests waiting; beyond it: 503 + Retry-After
     cache_size: int = 512,                          # encoded images kept in memory (LRU); 0 = no cache
+    psi: float | None = None,                       # GAN: the truncation of requests naming none; None = the model's recommended_psi
 ) -> FastAPI:
     """The FastAPI app serving `generator`. Generation starts in a worker thread at once."""
     options = {k: v for k, v in {"sampler": sampler, "steps": steps}.items() if v is not None}
+    default_psi = getattr(generator, "recommended_psi", 1.0)
+    if psi is not None:
+        if not getattr(generator, "truncation", False):
+            raise FacegenError(f"--truncation: a {generator.family} model has no truncation (a GAN's option); drop --truncation")
+        default_psi = sample.check_psi(psi)
+        options_psi = {"default_psi": default_psi}     # in the model tag: another default is another page
+    else:
+        options_psi = {}
     # The model's identity, weights included, goes into every ETag and image URL, so serving
     # another model on the same address (or the same run retrained) never shows a face cached
     # from the previous one.
-    model_info = {**generator.info(), **options, "weights_sha256": sample.weights_hash(generator)}
+    model_info = {**generator.info(), **options, **options_psi, "weights_sha256": sample.weights_hash(generator)}
     model_tag = hashlib.sha256(json.dumps(model_info, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    page_psi = getattr(generator, "recommended_psi", 1.0) if getattr(generator, "truncation", False) else None
+    page_psi = default_psi if getattr(generator, "truncation", False) else None
     page = _page(model_info, model_tag, page_psi)
     static = {name: resources.files("facegen.serve").joinpath("static", name).read_bytes() for name in STATIC}
     cache = LRUCache(cache_size)
@@ -145,11 +154,11 @@ def create_app(
 
     def truncation(psi: float | None) -> float:
         """The request's psi as the one float that keys its work, cache and ETag (1 and 1.0 are
-        the same face); omitted, the model's recommended psi (facegen.json `recommended_psi`,
+        the same face); omitted, `serve --truncation` or the model's recommended psi (facegen.json `recommended_psi`,
         chosen by measuring a truncation curve; 1 when it has none). FacegenError when out of
         range or the model has no truncation."""
         if psi is None:
-            psi = getattr(generator, "recommended_psi", 1.0)
+            psi = default_psi   # serve --truncation, else the model's recommended psi
         return sample.decode_options(generator, {"psi": psi}).get("psi", 1.0)
 
     async def shared_work(key: tuple, payload: Any) -> bytes:

@@ -17,6 +17,7 @@ def serve(
     window_ms: float = 10.0,                        # batching window
     queue_size: int = 64,                           # most waiting requests before 503
     device: str | None = None,                      # torch device; None = cuda when present, else cpu
+    psi: float | None = None,                       # GAN truncation of requests naming none; None = the model's recommended psi
 ) -> None:
     if run is None:
         from facegen.sample import model_dir
@@ -39,7 +40,7 @@ def serve(
         raise FacegenError(f"{run}: a {generator.family} model makes a face in one pass; drop --sampler/--steps")
     if sampler is not None and sampler not in samplers:
         raise FacegenError(f"--sampler {sampler}: this {generator.family} model offers {', '.join(samplers)}")
-    app = create_app(generator, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size)
+    app = create_app(generator, steps=steps, sampler=sampler, max_batch=max_batch, window_ms=window_ms, queue_size=queue_size, psi=psi)
     print(f"facegen: serving {generator.name} ({generator.family}, {generator.resolution} px) at http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
