@@ -68,14 +68,17 @@ def test_export_rebuilds_the_model_of_a_stopped_run(celeba_store32, facegen, tmp
 # ---- --out, --seeds, ranges, samplers ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["sample", "eval", "train", "prepare"])
+@pytest.mark.parametrize("command", ["sample", "eval", "train", "prepare", "demo", "sweep", "project"])
 def test_out_that_is_a_file_is_refused_in_one_line(command, celeba_store32, celeba_dir, tiny_gan_model, facegen, tmp_path):
     taken = tmp_path / "taken.txt"
     taken.write_text("my notes")
     args = {"sample": ["sample", tiny_gan_model, "--n", "1"],
             "eval": ["eval", tiny_gan_model, "--ref", celeba_store32.path, "--n", "2", "--metrics", "kid"],
             "train": ["train", "dcgan-tiny32", "--data", celeba_store32.path, "--steps", "1", *FAST],
-            "prepare": ["data", "prepare", celeba_dir, "--size", "32", "--limit", "4"]}[command]
+            "prepare": ["data", "prepare", celeba_dir, "--size", "32", "--limit", "4"],
+            "demo": ["demo", "--model", tiny_gan_model, "--n", "16"],
+            "sweep": ["sweep", tiny_gan_model, "--ref", celeba_store32.path, "--scales", "1", "--n", "2", "--metrics", "kid"],
+            "project": ["project", tiny_gan_model, taken, "--aligned"]}[command]
     line = one_error_line(facegen(*args, "--out", taken))
     assert f"--out {taken}" in line and "is a file" in line
     assert taken.read_text() == "my notes"
@@ -145,3 +148,11 @@ def test_short_help_version_and_the_presets_in_train_help(facegen):
     assert version.returncode == 0 and version.stdout.strip() == f"facegen {package.__version__}"
     train = facegen("train", "--help").stdout
     assert all(name in train for name in ("ddpm-tiny32", "dcgan-tiny32", "gan-resnet64", "sd-finetune"))
+
+
+def test_the_sampling_bar_shows_elapsed_time_and_eta(tiny_gan_model, facegen, tmp_path):
+    import re
+
+    done = facegen("sample", tiny_gan_model, "--n", "2", "--out", tmp_path / "f")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"sampling .*2/2 .*img/s \d+:\d\d:\d\d ETA", done.stdout + done.stderr), done.stdout + done.stderr

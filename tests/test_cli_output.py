@@ -238,5 +238,5 @@ def test_sampling_options_are_declared_once_for_sample_eval_sweep_and_serve():
     for name, shared in (("sampler", cli.Sampler), ("steps", cli.Steps), ("negative_prompt", cli.NegativePrompt)):
         assert all(h[name] is shared for h in hints if name in h), name
     assert all(h["sampler"] is cli.Sampler and h["steps"] is cli.Steps for h in hints)
-    assert hints[0]["truncation"] is hints[1]["truncation"] is cli.Truncation
+    assert hints[0]["truncation"] is hints[1]["truncation"] is cli.Truncation and hints[3]["truncation"] is cli.DefaultTruncation
     assert hints[0]["prompt"] is hints[1]["prompt"] is hints[2]["prompt"] is cli.Prompt

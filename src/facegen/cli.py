@@ -104,10 +104,14 @@ def _psi(value: float) -> float:
 
 
 # The sampling options of `sample`, `eval`, `sweep` and `serve`, declared once: each command
-# names its parameter with one of these types (the GAN-only --truncation: sample and eval).
+# names its parameter with one of these types (the GAN-only --truncation: sample and eval; serve's
+# default psi: DefaultTruncation).
 Sampler = Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddim, dpm++, unipc, ddpm, pndm or euler-a (objective ddpm); heun, edm-dpm++ or edm-euler (objective edm); default: the model's.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, max=10000, help="Sampling steps per face (fewer = faster); default: the model's.")]
 Truncation = Annotated[float, typer.Option("--truncation", metavar="PSI", callback=_psi, help="GAN: 0 < PSI <= 1 (1 = off). A style G pulls w toward its tracked average, w' = w_avg + PSI (w - w_avg); others scale z (weaker). Fewer odd faces, less variety; the same seed stays the same face.")]
+# serve's --truncation: the psi of requests that name none (the page's own control sets the rest)
+DefaultTruncation = Annotated[Optional[float], typer.Option("--truncation", metavar="PSI", callback=lambda v: v if v is None else _psi(v),
+                                                            help="GAN: the psi of requests that name none, and where the page's slider starts; default: the model's recommended psi (facegen.json), else 1.")]
 GuidanceScale = Annotated[Optional[float], typer.Option("--guidance-scale", min=0.0, help="Stable Diffusion: classifier-free guidance weight (1 = none); default: the model's (7.5).")]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", help="Stable Diffusion: the prompt; default: the training prompt.")]
 NegativePrompt = Annotated[Optional[str], typer.Option("--negative-prompt", help="Stable Diffusion: what guidance steers away from, e.g. \"tilted, cropped\"; default: the model's (empty).")]
@@ -515,6 +519,8 @@ def sweep_command(
     """
     from facegen.sweep import sweep, to_markdown
 
+    if out is not None:
+        _out_folder(out)
     options = {k: v for k, v in (("steps", steps), ("sampler", sampler), ("prompt", prompt), ("negative_prompt", negative_prompt)) if v is not None}
     table = sweep(run, ref, scales, n=n, out=out, metrics=metrics, split=split, sample_options=options, batch_size=batch)
     typer.echo(to_markdown(table), nl=False)
@@ -577,8 +583,7 @@ def serve_command(
     max_batch: int = typer.Option(8, "--max-batch", min=1, max=256, help="Most faces generated together in one batch."),
     window_ms: float = typer.Option(10.0, "--window-ms", min=0, max=1000, help="How long a request waits for others to share its batch."),
     queue: int = typer.Option(64, min=1, max=10000, help="Most waiting requests; beyond it the server answers 503 with Retry-After."),
-    truncation: Optional[float] = typer.Option(None, "--truncation", metavar="PSI", callback=lambda v: v if v is None else _psi(v),
-                                               help="GAN: the psi of requests that name none, and where the page's slider starts; default: the model's recommended psi (facegen.json), else 1."),
+    truncation: DefaultTruncation = None,
 ) -> None:
     """Serve a web page that shows a new face on every refresh, with a JSON/PNG API.
 
@@ -627,6 +632,7 @@ def demo_command(
     """
     from facegen.demo import run_demo
 
+    _out_folder(out)
     r = run_demo(out, n_eval=n, model=model)
     f, d = r["faces"], r.get("distribution")
     typer.echo(f"model:    {r['model']} ({r['info'].get('family')}, {r['info'].get('resolution')} px)")
