@@ -29,6 +29,22 @@ def test_the_default_model_ships_with_its_card_evaluation_and_reference():
     assert reference.shape == (1000, 2048)
 
 
+def test_the_card_the_packaged_evaluation_and_the_readme_agree():
+    """One story of the default model: the card's step count is README's (prose and the
+    reproduce block's --steps), and the packaged metrics.json's command is quoted word for word
+    by the card and README."""
+    import re
+    from pathlib import Path
+
+    card = (DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = json.loads((DEFAULT_MODEL / "eval" / "metrics.json").read_text())["command"]
+    flat = lambda text: " ".join(text.split())                        # noqa: E731 (a wrapped line is the same words)
+    assert f"`{command}`" in flat(card) and command in flat(readme)
+    steps = re.search(r"trained for ([\d,]+) steps", card).group(1)
+    assert f"{steps} steps" in readme and re.search(rf"facegen train \S+ .*--steps {steps.replace(',', '')}\b", readme)
+
+
 def test_default_model_makes_the_same_face_per_seed():
     generator = load_generator(None, device="cpu")
     a = generate(generator, [3, 7], batch_size=2)

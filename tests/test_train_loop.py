@@ -179,7 +179,7 @@ def test_time_limit_ends_like_a_finished_run_and_resumes(store16, tmp_path, monk
     assert json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step"] == state["step"] + 2
 
 
-def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store16, tmp_path):
+def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store16, tmp_path, capfd):
     from facegen.utils import FacegenError
 
     run = tmp_path / "run"
@@ -193,7 +193,9 @@ def test_resume_refuses_a_change_to_the_model_and_records_schedule_changes(store
     assert (run / "config.yaml").read_text() == original and not (run / "resumes.jsonl").exists()
 
     # schedule keys change: recorded with the step they start at; config.yaml keeps the start's values
+    capfd.readouterr()
     train("ddpm-tiny32-v", store16, run, ["lr=1e-4"], steps=4, resume=True)
+    assert f"resuming from {run / 'checkpoints' / 'step-000002'} (step 2 of 4)" in capfd.readouterr().err   # says where it continues
     train("ddpm-tiny32-v", store16, run, [], steps=6, resume=True)
     assert (run / "config.yaml").read_text() == original
     history = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
