@@ -37,6 +37,7 @@ def sets(celeba_dir, utk_dir, tmp_path_factory):
     return {"root": root, "ref": ref.path, "folder": folder, "utk": other.path, "cache": root / "cache"}
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a whole eval prints no numpy warning on the terminal (issue 29)
 def test_eval_folder_writes_reports_and_catches_the_planted_copy(sets, facegen):
     out = sets["root"] / "report-folder"
     done = facegen("eval", sets["folder"], "--ref", sets["ref"], "--metrics", "kid,pr,dc,mem,faces", "--out", out, cache=sets["cache"])
