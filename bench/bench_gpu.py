@@ -42,6 +42,7 @@ from facegen.train import Loop, seed_everything, use_fused
 COMMON = ["tensorboard=false", "log_every=1000000", "sample_every=1000000", "checkpoint_every=1000000", "eval_every=0"]
 GPU_PRESETS = {  # name: (preset, overrides)
     "gan-resnet64-gpu": ("gan-resnet64-gpu", []),
+    "stylegan-ffhq64-gpu": ("stylegan-ffhq64-gpu", []),
     "ddpm-celeba64": ("ddpm-celeba64", ["batch_size=64"]),
     "ldm-ffhq128": ("ldm-ffhq128", ["model.cache_latents=false"]),  # encodes each batch with the (random) VAE
 }

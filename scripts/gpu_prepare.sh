@@ -27,7 +27,8 @@ wheels=$(du -cb .whl | tail -1 | cut -f1)
 # Room for the checkpoint pack a window brings back is kept even before one is committed, so the
 # faces get the same quality (and store hash) in every window and the pack continues on them.
 pack=0
-[ -f packs/gan-resnet64-gpu/checkpoint-pack.json ] || pack=$((20 << 20))
+PRESET=${PRESET:-stylegan-ffhq64-gpu}   # scripts/gpu_run.sh's flagship
+[ -f "packs/$PRESET/checkpoint-pack.json" ] || pack=$((20 << 20))
 left=$($PY -c "print(round(64 - ($tracked + $wheels + $pack) / 2**20 - 1.5, 1))")  # 1.5 MiB spare for untracked files
 echo "tracked $((tracked >> 20)) MiB + wheels $((wheels >> 20)) MiB: $left MiB left for the faces"
 if [ ! -f .devdata/train64.zip ]; then

@@ -6,7 +6,7 @@
 #
 # Steps: install carried wheels (.whl/, when present: what the GPU machine lacks), rebuild the
 # 64 px face store from the carried faces ($FACES, scripts/pack_store.py's WebP of the training
-# split), bench the flagship for at most a minute (bench/bench_gpu.py), train the GPU preset for
+# split), bench the flagship for at most a minute (bench/bench_gpu.py), train the GPU preset $PRESET for
 # $MINUTES (continuing the committed pack $PACK when there is one; if torch.compile fails before
 # the first checkpoint, once more without it), evaluate against $REF when a reference store and
 # the FID network are there, and leave in $OUT (8 files at most come back, each under 16 MiB):
@@ -14,7 +14,7 @@
 #                  grids, train.log, bench.json (and eval-metrics.json when it evaluated)
 #   pack/          the newest checkpoint, weights in float16, no optimizer state (scripts/pack_checkpoint.py:
 #                  checkpoint-pack.json + 2 parts), and run-meta.json (config.yaml, resumes.jsonl, the
-#                  faces' store hash): commit it as packs/gan-resnet64-gpu/ (replacing the last one)
+#                  faces' store hash): commit it as packs/$PRESET/ (replacing the last one)
 #                  and the next window continues it
 #   bench.json     bench/bench_gpu.py on this device
 #   metrics.json   `facegen eval` of the export against $REF (only when $REF is set and evaluable there)
@@ -31,7 +31,10 @@ OUT=${OUT:-/tmp/gpu-run-out}
 WORK=${WORK:-/tmp/gpu-run}           # the store and the run (outside the repository)
 PY=${PY:-python3}
 FACES=${FACES:-.devdata/train64.zip}  # a folder or zip of 64 px faces (scripts/pack_store.py)
-PACK=${PACK:-packs/gan-resnet64-gpu}  # the committed checkpoint pack to continue, if any
+# The flagship: the winner of issue 28's pilots at 32 px (docs/gan.md), at 64 px for one GPU;
+# PRESET=gan-resnet64-gpu trains the default model v2's recipe instead.
+PRESET=${PRESET:-stylegan-ffhq64-gpu}
+PACK=${PACK:-packs/$PRESET}           # the committed checkpoint pack to continue, if any
 REF=${REF:-}                          # a store with the 5,000 held-out faces, for the evaluation
 EVAL_N=${EVAL_N:-10000}
 if [ $CPU_CHECK = 1 ]; then
@@ -46,7 +49,7 @@ else
     MINUTES=${MINUTES:-5.5}    # the whole script stays under the device tool's 10 minutes a command
     PRESET_ARGS=()
     # eager (compile costs a minute a shape): the training log has the compiled img/s
-    BENCH_ARGS=(--only gan-resnet64-gpu --steps 20 --rounds 2 --batches 128,512,1024 --set compile=false)
+    BENCH_ARGS=(--only "$PRESET" --steps 20 --rounds 2 --batches 64,128,256 --set compile=false)
     HOLDOUT=${HOLDOUT:-0}
     EVAL_METRICS=fid,kid,pr
 fi
@@ -78,7 +81,7 @@ main() {
     echo "== bench (at most a minute)"
     timeout 75 $PY bench/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT/bench.json" || echo "warning: the bench did not finish; training goes on"
 
-    echo "== train gan-resnet64-gpu for $MINUTES min"
+    echo "== train $PRESET for $MINUTES min"
     local resume=()
     if ls "$RUN"/checkpoints/step-* >/dev/null 2>&1; then
         resume=(--resume)
@@ -146,7 +149,7 @@ PYEOF
 
 train() {
     # train [--resume] compile=...: the GPU preset for $MINUTES, its output in $WORK/train.log
-    $PY -m facegen.cli train gan-resnet64-gpu --data "$STORE" --out "$RUN" "$@" time_limit="$MINUTES" "${PRESET_ARGS[@]}" \
+    $PY -m facegen.cli train "$PRESET" --data "$STORE" --out "$RUN" "$@" time_limit="$MINUTES" "${PRESET_ARGS[@]}" \
         2>&1 | tee -a "$WORK/train.log"
     return "${PIPESTATUS[0]}"
 }
