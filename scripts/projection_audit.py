@@ -44,6 +44,21 @@ def share(flags: list[bool | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
+def summarise(per_face: list[dict]) -> dict:
+    """Mean PSNRs, and each same-person share with the count it stands on: a share is over the
+    faces where dlib found a face on both sides (the real face and the projection, or the real
+    face and at least one random sample)."""
+    projection = [f["same_projection"] for f in per_face if f.get("same_projection") is not None]
+    nearest = [f["same_nearest_random"] for f in per_face if f.get("same_nearest_random") is not None]
+    return {
+        "psnr_projection_db_mean": round(float(np.mean([f["psnr_projection_db"] for f in per_face])), 3),
+        "psnr_nearest_random_db_mean": round(float(np.mean([f["psnr_nearest_random_db"] for f in per_face])), 3),
+        "real_faces_with_identity": sum("identity" not in f for f in per_face),
+        "share_same_person_projection": share(projection), "projection_pairs_compared": len(projection),
+        "share_same_person_nearest_random": share(nearest), "nearest_random_pairs_compared": len(nearest),
+    }
+
+
 def audit(run: str, ref: str, faces: int, randoms: int, steps: int, folder: Path, distance: str = "pixels+inception",
           progress: bool = True) -> tuple[dict, np.ndarray]:
     """The audit record, and the picture (3 rows: real, projected, nearest random)."""
@@ -96,13 +111,7 @@ def audit(run: str, ref: str, faces: int, randoms: int, steps: int, folder: Path
         "projection": {"steps": steps, "space": "W (one w for every layer)", "distance": distance, "aligned": True},
         "random_samples": {"n": randoms, "seeds": f"0-{randoms - 1}", "psi": 1.0, "faces_found": int(found.sum())},
         "same_person_threshold": SAME_PERSON,
-        "summary": {
-            "psnr_projection_db_mean": round(float(np.mean([f["psnr_projection_db"] for f in per_face])), 3),
-            "psnr_nearest_random_db_mean": round(float(np.mean([f["psnr_nearest_random_db"] for f in per_face])), 3),
-            "real_faces_with_identity": int(sum(f["same_projection"] is not None or f["same_nearest_random"] is not None for f in per_face)),
-            "share_same_person_projection": share([f["same_projection"] for f in per_face]),
-            "share_same_person_nearest_random": share([f["same_nearest_random"] for f in per_face]),
-        },
+        "summary": summarise(per_face),
         "per_face": per_face,
     }
     picture = make_grid(np.concatenate([real, projected, np.stack(nearest_pictures)]), nrow=len(real))

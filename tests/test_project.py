@@ -338,4 +338,7 @@ def test_projection_audit_of_held_out_faces(style_run, style_gen, celeba_store32
             if face.get(f"same_{key}") is not None:
                 assert face[f"same_{key}"] == (face[f"distance_{key}"] < 0.6)
     assert record["random_samples"]["n"] == 6 and record["projection"]["steps"] == 3
+    summary, faces = record["summary"], record["per_face"]     # each share says how many pairs it stands on
+    assert summary["projection_pairs_compared"] == sum(f.get("same_projection") is not None for f in faces)
+    assert summary["psnr_projection_db_mean"] == pytest.approx(np.mean([f["psnr_projection_db"] for f in faces]), abs=1e-3)
     assert png(picture).shape[0] > 3 * 32 and png(picture).shape[1] >= 2 * 32       # three rows of two faces
