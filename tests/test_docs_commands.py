@@ -49,7 +49,7 @@ EXPECTED_BLOCKS = {
     "docs/DESIGN.md": (0, 0),
     "docs/alignment.md": (0, 1),
     "docs/evaluation.md": (0, 1),
-    "docs/gan.md": (2, 3),
+    "docs/gan.md": (2, 4),
     "docs/latent-diffusion.md": (1, 1),
     "docs/scaling.md": (0, 2),
     "docs/serve.md": (0, 1),
