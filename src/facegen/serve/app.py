@@ -94,18 +94,15 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `generator`. Generation starts in a worker thread at once."""
     options = {k: v for k, v in {"sampler": sampler, "steps": steps}.items() if v is not None}
-    default_psi = getattr(generator, "recommended_psi", 1.0)
-    if psi is not None:
-        if not getattr(generator, "truncation", False):
-            raise FacegenError(f"--truncation: a {generator.family} model has no truncation (a GAN's option); drop --truncation")
-        default_psi = sample.check_psi(psi)
-        options_psi = {"default_psi": default_psi}     # in the model tag: another default is another page
-    else:
-        options_psi = {}
+    if psi is not None and not getattr(generator, "truncation", False):
+        raise FacegenError(f"--truncation: a {generator.family} model has no truncation (a GAN's option); drop --truncation")
+    default_psi = getattr(generator, "recommended_psi", 1.0) if psi is None else sample.check_psi(psi)
     # The model's identity, weights included, goes into every ETag and image URL, so serving
     # another model on the same address (or the same run retrained) never shows a face cached
     # from the previous one.
-    model_info = {**generator.info(), **options, **options_psi, "weights_sha256": sample.weights_hash(generator)}
+    # serve --truncation goes in the model tag too: another default psi is another page
+    model_info = {**generator.info(), **options, **({"default_psi": default_psi} if psi is not None else {}),
+                  "weights_sha256": sample.weights_hash(generator)}
     model_tag = hashlib.sha256(json.dumps(model_info, sort_keys=True, default=str).encode()).hexdigest()[:12]
     page_psi = default_psi if getattr(generator, "truncation", False) else None
     page = _page(model_info, model_tag, page_psi)
